@@ -1,0 +1,1 @@
+"""tierwise benchmarks: scripts that print their figures (medians, ratios to baselines)."""

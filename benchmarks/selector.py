@@ -1,0 +1,63 @@
+"""Median cost of ``Selector.candidates()`` on the default catalog.
+
+Run: ``python -m benchmarks.selector``. Prints the median (and min-max over repeats) of a
+memoised call — what the router pays per request — and of an uncached computation, for
+every operation x complexity x policy mode, against the default catalog with every model
+available. Target: <= 20 us per call on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+
+from tierwise.routing.catalog import Complexity, TaskType, load_default_catalog
+from tierwise.routing.policy import Policy, PolicyMode
+from tierwise.routing.selector import Selector, Snapshot
+
+REPEATS = 7
+CALLS = 20_000
+
+
+def _per_call_us(fn: object, calls: int) -> float:
+    assert callable(fn)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> None:
+    catalog = load_default_catalog()
+    snapshot = Snapshot.everything(catalog)
+    requests = [
+        (op, cx, Policy(mode=mode))
+        for op, cx, mode in itertools.product(TaskType, Complexity, PolicyMode)
+    ]
+    cycle = itertools.cycle(requests)
+
+    warm = Selector(catalog)
+
+    def cached() -> None:
+        op, cx, policy = next(cycle)
+        warm.candidates(op, cx, policy, snapshot)
+
+    def uncached() -> None:
+        op, cx, policy = next(cycle)
+        Selector(catalog, cache_size=0).candidates(op, cx, policy, snapshot)
+
+    for label, fn, calls in (
+        ("candidates() memoised (router hot path)", cached, CALLS),
+        ("candidates() computed from scratch", uncached, CALLS // 10),
+    ):
+        runs = [_per_call_us(fn, calls) for _ in range(REPEATS)]
+        print(
+            f"{label:42s} median {statistics.median(runs):7.2f} us "
+            f"(min {min(runs):.2f}, max {max(runs):.2f}; {REPEATS} x {calls} calls, "
+            f"{len(requests)} distinct requests)"
+        )
+
+
+if __name__ == "__main__":
+    main()

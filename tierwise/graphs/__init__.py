@@ -1,0 +1,1 @@
+"""Graph state types and the graphs built from nodes."""

@@ -1,0 +1,1 @@
+"""Cognitive-operation nodes: one module per operation (output schema + node factory)."""

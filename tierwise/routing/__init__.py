@@ -1,0 +1,1 @@
+"""Everything that decides which model answers and calls it; knows nothing of graphs."""

