@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tierwise.config import ConfigError, Settings, load_settings
@@ -61,10 +63,12 @@ class _Output:
         sys.stdout.write(self.scrub(json.dumps(data, indent=2, default=str)) + "\n")
 
     def fail(self, message: str, hint: str = "") -> NoReturn:
-        err = Console(stderr=True, highlight=False)
-        err.print(f"[bold red]error:[/] {self.scrub(message)}", markup=True)
+        # soft_wrap: one line however narrow the terminal; escape: a value such as
+        # "[bold]" in a bad config must be shown, not taken as rich markup.
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(self.scrub(message))}", markup=True)
         if hint:
-            err.print(f"[dim]hint:[/] {self.scrub(hint)}", markup=True)
+            err.print(f"[dim]hint:[/] {escape(self.scrub(hint))}", markup=True)
         raise typer.Exit(code=2)
 
 
@@ -187,8 +191,9 @@ def route(
                 fields["max_tier"] = max_tier
             try:
                 policy = Policy.model_validate(fields)
-            except ValueError as exc:
-                out.fail(str(exc).splitlines()[-1].strip(), "see `tierwise route --help`")
+            except ValidationError as exc:
+                problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+                out.fail(f"invalid policy: {problem}", "see `tierwise route --help`")
         snapshot = probe(settings).snapshot(settings.catalog.models)
         explanation = Selector(settings.catalog).explain(
             operation, complexity, policy, snapshot, needs_tools=tools

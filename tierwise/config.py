@@ -12,7 +12,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -78,12 +78,18 @@ class ConfigError(ValueError):
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {problem}")
 
+    def redacted(self, redact: Callable[[str], str]) -> ConfigError:
+        """This error with ``redact`` applied to every part (a key pasted as a value)."""
+        return ConfigError(
+            redact(self.source), redact(self.key), redact(self.problem), redact(self.hint)
+        )
+
 
 class Credentials(BaseSettings):
     """API keys and the Ollama host, from the environment and ``~/.env`` (environment wins)."""
 
     model_config = SettingsConfigDict(
-        env_file=Path.home() / ".env",
+        env_file=Path.home() / ".env",  # load_settings() passes the current ~/.env
         extra="ignore",
         populate_by_name=True,
         env_ignore_empty=True,
@@ -166,7 +172,7 @@ class Settings:
         if configured is not None and configured.base_url:
             return configured.base_url
         if provider is Provider.OLLAMA:
-            return self.credentials.ollama_host or DEFAULT_OLLAMA_HOST
+            return _ollama_url(self.credentials.ollama_host or DEFAULT_OLLAMA_HOST)
         return DEFAULT_BASE_URLS[provider]
 
     def timeout(self, provider: Provider) -> float:
@@ -181,6 +187,30 @@ class Settings:
     ) -> Settings:
         """A copy pointing at other endpoints with other keys (the simulator uses this)."""
         return replace(self, providers={**self.providers, **providers}, credentials=credentials)
+
+
+def _ollama_url(host: str) -> str:
+    """``OLLAMA_HOST`` as a URL: Ollama accepts ``host[:port]`` without a scheme.
+
+    Example:
+        >>> _ollama_url("0.0.0.0")
+        'http://0.0.0.0:11434'
+        >>> _ollama_url("gpu-box:8080")
+        'http://gpu-box:8080'
+        >>> _ollama_url("https://ollama.example.com")
+        'https://ollama.example.com'
+        >>> _ollama_url("[::1]/ollama")
+        'http://[::1]:11434/ollama'
+    """
+    host = host.strip().rstrip("/")
+    if "://" in host:
+        return host
+    hostport, slash, path = host.partition("/")
+    if ":" not in hostport.rpartition("]")[2]:  # no port (an IPv6 address is bracketed)
+        hostport = f"{hostport}:11434"
+    if hostport.startswith(":"):  # ":port" means this machine
+        hostport = f"127.0.0.1{hostport}"
+    return f"http://{hostport}{slash}{path}"
 
 
 def find_config_file(env: Mapping[str, str] | None = None) -> Path | None:
@@ -209,6 +239,22 @@ def load_settings(
     Raises:
         ConfigError: the file is unreadable, not TOML, or holds an invalid key or value.
     """
+    if credentials is None:
+        # ~/.env is resolved now, not when this module was imported (HOME may change).
+        credentials = Credentials(_env_file=user_env_file())
+    try:
+        return _load_settings(path, credentials)
+    except ConfigError as exc:
+        # A key pasted into the file as a value must not be echoed by the error.
+        raise exc.redacted(credentials.redact) from None
+
+
+def user_env_file() -> Path:
+    """The dotenv file credentials are read from: ``~/.env``, resolved at call time."""
+    return Path.home() / ".env"
+
+
+def _load_settings(path: str | Path | None, credentials: Credentials) -> Settings:
     config_path = Path(path) if path is not None else find_config_file()
     data: dict[str, Any] = {}
     source = str(config_path) if config_path else "<defaults>"
@@ -228,7 +274,7 @@ def load_settings(
     return Settings(
         catalog=catalog,
         policy=parsed.policy,
-        credentials=credentials if credentials is not None else Credentials(),
+        credentials=credentials,
         providers=parsed.providers,
         source=config_path,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from datetime import date
 from enum import StrEnum
 from importlib import resources
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -128,7 +128,7 @@ class ModelSpec(_Frozen):
     structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
     price: Price = Price()
     limits: Limits = Limits()
-    scores: Mapping[TaskType, float] = Field(
+    scores: Mapping[TaskType, Annotated[float, Field(ge=0, le=10)]] = Field(
         default_factory=dict, description="The seed's 0-10 rubric score per operation."
     )
     speed: float = Field(5.0, ge=0, le=10, description="0-10, higher is faster.")
@@ -136,16 +136,18 @@ class ModelSpec(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        for op, score in self.scores.items():
-            if not 0 <= score <= 10:
-                raise ValueError(f"score for {op} must be within 0..10, got {score}")
         if self.tier is not Tier.PAID and (
             self.price.input_per_mtok or self.price.output_per_mtok
         ):
-            raise ValueError(f"a {self.tier} model cannot have a price; make it paid")
+            raise ValueError(
+                f"a {self.tier} model cannot have a price (price.input_per_mtok = "
+                f"{self.price.input_per_mtok:g}, price.output_per_mtok = "
+                f"{self.price.output_per_mtok:g}); allowed: 0, or tier = 'paid'"
+            )
         return self
 
-    def __hash__(self) -> int:  # pydantic's frozen hash walks every field; the key is enough
+    def __hash__(self) -> int:
+        """Hash on the key alone: pydantic's frozen hash would walk every field."""
         return hash(self.key)
 
     def score(self, operation: TaskType) -> float | None:
@@ -186,26 +188,34 @@ class Catalog(_Frozen):
         for op, chain in self.chains.items():
             for tier in Tier:
                 for key in chain.tier(tier):
-                    spec = self.models.get(key)
-                    if spec is None:
-                        raise ValueError(f"chain {op}.{tier} names unknown model {key!r}")
-                    if spec.tier is not tier:
+                    member = self.models.get(key)
+                    if member is None:
                         raise ValueError(
-                            f"chain {op}.{tier} lists {key!r}, which is a {spec.tier} model"
+                            f"chains.{op}.{tier}: unknown model {key!r}; allowed: "
+                            f"{', '.join(sorted(self.models))}"
+                        )
+                    if member.tier is not tier:
+                        same_tier = sorted(k for k, m in self.models.items() if m.tier is tier)
+                        raise ValueError(
+                            f"chains.{op}.{tier}: {key!r} is a {member.tier} model; allowed: "
+                            f"{tier} models ({', '.join(same_tier)})"
                         )
         if self.embedded is not None:
-            spec = self.models.get(self.embedded)
-            if spec is None or spec.provider is not Provider.EMBEDDED:
+            embedded = self.models.get(self.embedded)
+            if embedded is None or embedded.provider is not Provider.EMBEDDED:
                 raise ValueError(f"embedded model {self.embedded!r} is not an embedded entry")
         return self
 
     def __hash__(self) -> int:
+        """Identity hash: catalogs are compared by identity (selector cache keys)."""
         return id(self)
 
     def __eq__(self, other: object) -> bool:
+        """Identity equality, consistent with :meth:`__hash__`."""
         return self is other
 
     def __iter__(self) -> Iterator[ModelSpec]:  # type: ignore[override]
+        """Every model spec in the catalog."""
         return iter(self.models.values())
 
     def spec(self, key: str) -> ModelSpec:

@@ -73,6 +73,7 @@ class OperationOverride(_Frozen):
     max_tier: Tier | None = Field(None, description="A lower tier cap for this operation.")
 
     def __hash__(self) -> int:
+        """Hash of the fields, so policies holding overrides can be cache keys."""
         return hash((self.pin, self.forbid_tiers, self.max_tier))
 
 
@@ -105,12 +106,15 @@ class Policy(_Frozen):
         if self.max_tier is None:
             object.__setattr__(self, "max_tier", _DEFAULT_CAP[self.mode])
         elif self.mode is PolicyMode.LOCAL_ONLY and self.max_tier is not Tier.LOCAL:
-            raise ValueError("mode local_only allows only max_tier = 'local'")
+            raise ValueError(
+                f"mode local_only allows only max_tier = 'local', got {self.max_tier.value!r}"
+            )
         return self
 
     def __hash__(self) -> int:
+        """Hash of the fields: the selector memoises on the policy."""
         return hash(
-            (self.mode, self.max_tier, self.max_cost_per_call, tuple(self.operations.items()))
+            (self.mode, self.max_tier, self.max_cost_per_call, frozenset(self.operations.items()))
         )
 
     @property

@@ -13,13 +13,16 @@ import importlib.util
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
-from langchain_core.language_models import BaseChatModel
 
 from tierwise.config import CREDENTIAL_ENV, Settings
 from tierwise.routing.catalog import ModelSpec, Provider
 from tierwise.routing.selector import Snapshot
+
+if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never need it
+    from langchain_core.language_models import BaseChatModel
 
 __all__ = [
     "Availability",
@@ -89,7 +92,11 @@ class ProviderFactory:
             from langchain_groq import ChatGroq
 
             return ChatGroq(
-                model=spec.model, api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+                model_name=spec.model,  # the field behind the `model` alias (typed for mypy)
+                api_key=key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=timeout,
             )
         if provider in _OPENAI_COMPATIBLE:
             from langchain_openai import ChatOpenAI
@@ -206,7 +213,9 @@ def _probe_ollama(
 
 
 def _ollama_tags(host: str, timeout: float) -> frozenset[str]:
-    response = httpx.get(f"{host.rstrip('/')}/api/tags", timeout=timeout)
+    url = f"{host.rstrip('/')}/api/tags"
+    # Loading the CA bundle costs ~50-100 ms per client; a plain-http probe never uses it.
+    response = httpx.get(url, timeout=timeout, verify=url.startswith("https://"))
     response.raise_for_status()
     return frozenset(m["name"] for m in response.json().get("models", []))
 

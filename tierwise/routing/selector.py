@@ -66,11 +66,12 @@ class Explanation:
     tiers: tuple[Tier, ...]
     chosen: tuple[Placement, ...]
     excluded: tuple[Exclusion, ...]
+    #: The chosen specs, primary first; built once so memoised answers are the same object.
+    candidates: tuple[ModelSpec, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def candidates(self) -> tuple[ModelSpec, ...]:
-        """The chosen specs, primary first."""
-        return tuple(p.spec for p in self.chosen)
+    def __post_init__(self) -> None:
+        """Derive :attr:`candidates` from :attr:`chosen`."""
+        object.__setattr__(self, "candidates", tuple(p.spec for p in self.chosen))
 
 
 class Selector:
