@@ -1,28 +1,76 @@
-"""tierwise: route every cognitive operation of a LangGraph workflow to the model that fits it."""
+"""tierwise: route every cognitive operation of a LangGraph workflow to the model that fits it.
 
-from tierwise.config import ConfigError, Credentials, ProviderConfig, Settings, load_settings
-from tierwise.routing.catalog import (
-    Catalog,
-    Complexity,
-    Limits,
-    ModelSpec,
-    Price,
-    Provider,
-    TaskType,
-    Tier,
-    load_default_catalog,
-)
-from tierwise.routing.policy import OperationOverride, Policy, PolicyMode
-from tierwise.routing.providers import ProviderFactory, probe
-from tierwise.routing.selector import Selector, Snapshot
+Public names are imported lazily (PEP 562), so ``import tierwise`` and the CLI start fast
+and pull in LangChain and the provider SDKs only when something that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tierwise.config import ConfigError, Credentials, ProviderConfig, Settings, load_settings
+    from tierwise.routing.catalog import (
+        Catalog,
+        Complexity,
+        Limits,
+        ModelSpec,
+        Price,
+        Provider,
+        TaskType,
+        Tier,
+        load_default_catalog,
+    )
+    from tierwise.routing.chat_model import RoutedChatModel, StreamInterrupted
+    from tierwise.routing.errors import FailureKind
+    from tierwise.routing.policy import OperationOverride, Policy, PolicyMode
+    from tierwise.routing.providers import ProviderFactory, probe
+    from tierwise.routing.results import (
+        Attempt,
+        NoModelAvailable,
+        RoutedResult,
+        StreamChunk,
+        StreamEnd,
+        StreamRestart,
+    )
+    from tierwise.routing.router import ModelRouter
+    from tierwise.routing.selector import Selector, Snapshot
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("ConfigError", "Credentials", "ProviderConfig", "Settings", "load_settings"),
+        "tierwise.config",
+    ),
+    **dict.fromkeys(
+        ("Catalog", "Complexity", "Limits", "ModelSpec", "Price", "Provider", "TaskType",
+         "Tier", "load_default_catalog"),
+        "tierwise.routing.catalog",
+    ),
+    **dict.fromkeys(("RoutedChatModel", "StreamInterrupted"), "tierwise.routing.chat_model"),
+    "FailureKind": "tierwise.routing.errors",
+    **dict.fromkeys(("OperationOverride", "Policy", "PolicyMode"), "tierwise.routing.policy"),
+    **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.routing.providers"),
+    **dict.fromkeys(
+        ("Attempt", "NoModelAvailable", "RoutedResult", "StreamChunk", "StreamEnd",
+         "StreamRestart"),
+        "tierwise.routing.results",
+    ),
+    "ModelRouter": "tierwise.routing.router",
+    **dict.fromkeys(("Selector", "Snapshot"), "tierwise.routing.selector"),
+}
 
 __all__ = [
+    "Attempt",
     "Catalog",
     "Complexity",
     "ConfigError",
     "Credentials",
+    "FailureKind",
     "Limits",
+    "ModelRouter",
     "ModelSpec",
+    "NoModelAvailable",
     "OperationOverride",
     "Policy",
     "PolicyMode",
@@ -30,12 +78,32 @@ __all__ = [
     "Provider",
     "ProviderConfig",
     "ProviderFactory",
+    "RoutedChatModel",
+    "RoutedResult",
     "Selector",
     "Settings",
     "Snapshot",
+    "StreamChunk",
+    "StreamEnd",
+    "StreamInterrupted",
+    "StreamRestart",
     "TaskType",
     "Tier",
     "load_default_catalog",
     "load_settings",
     "probe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tierwise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

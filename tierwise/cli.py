@@ -278,6 +278,80 @@ def doctor(config: ConfigOption = None) -> None:
         out.line("[green]every operation has at least one model that can answer[/]")
 
 
+@app.command()
+def ask(
+    operation: Annotated[TaskType, typer.Argument(help="The cognitive operation.")],
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    complexity: Annotated[
+        Complexity, typer.Option("--complexity", "-x", help="How hard the instruction is.")
+    ] = Complexity.MODERATE,
+    policy_mode: Annotated[
+        PolicyMode | None,
+        typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Route one prompt for an operation and answer it, showing every attempt."""
+    from tierwise.routing.results import NoModelAvailable
+    from tierwise.routing.router import ModelRouter
+
+    if not prompt.strip():
+        out.fail("the prompt is empty", "pass the text to answer as the second argument")
+    with _settings(config) as settings:
+        policy = settings.policy
+        if policy_mode is not None:
+            policy = Policy(mode=policy_mode)
+        router = ModelRouter(settings, policy=policy)
+        try:
+            result = router.invoke(
+                operation, prompt, complexity=complexity, max_tokens=max_tokens
+            )
+        except NoModelAvailable as exc:
+            out.fail(str(exc), "run `tierwise doctor` to see which providers are usable")
+        if as_json:
+            out.json({"answer": result.message.content, **result.provenance()})
+            return
+        table = Table(title=f"{operation.value}: attempts")
+        for column in ("model", "tier", "outcome", "latency", "tokens in/out", "cost"):
+            table.add_column(column, overflow="fold")
+        for attempt in result.attempts:
+            outcome = (
+                "[green]ok[/]" if attempt.ok else f"[red]{attempt.failure}[/] {attempt.detail}"
+            )
+            table.add_row(
+                attempt.model, attempt.tier.value, outcome, f"{attempt.latency * 1000:.0f} ms",
+                f"{attempt.input_tokens}/{attempt.output_tokens}", f"${attempt.cost:.6f}",
+            )
+        out.table(table)
+        local = " (in-process embedded model)" if result.spec.provider.value == "embedded" else ""
+        out.line(f"[bold]answer[/] from {result.model} ({result.tier.value}){local}:")
+        out.line(str(result.message.content).strip())
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        Path | None,
+        typer.Option("--scenario", "-s", help="TOML or JSON file scripting answers, faults, "
+                     "limits."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 8700,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every request.")] = False,
+) -> None:
+    """Run the provider simulator in the foreground, for pointing any app at it offline."""
+    from tierwise.testing import ScenarioError, serve
+
+    try:
+        serve(scenario, host, port, verbose=verbose)
+    except ScenarioError as exc:
+        out.fail(str(exc), "see the scenario format in the README")
+    except OSError as exc:
+        out.fail(f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
