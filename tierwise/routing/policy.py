@@ -15,7 +15,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tierwise.routing.catalog import Complexity, TaskType, Tier
+from tierwise.routing.catalog import Complexity, Provider, TaskType, Tier
 
 __all__ = ["OperationOverride", "Policy", "PolicyMode", "tier_order"]
 
@@ -97,6 +97,15 @@ class Policy(_Frozen):
     max_cost_per_call: float | None = Field(
         None, ge=0, description="USD; a candidate whose estimated call cost is higher is skipped."
     )
+    max_cost_per_run: float | None = Field(
+        None, ge=0, description="USD over one graph run / thread (read from the ledger)."
+    )
+    max_cost_per_day: float | None = Field(
+        None, ge=0, description="USD over the current UTC day, all processes (ledger)."
+    )
+    max_cost_per_provider_per_day: Mapping[Provider, float] = Field(
+        default_factory=dict, description="USD per provider over the current UTC day (ledger)."
+    )
     operations: Mapping[TaskType, OperationOverride] = Field(
         default_factory=dict, description="Per-operation pins and tier restrictions."
     )
@@ -113,9 +122,15 @@ class Policy(_Frozen):
 
     def __hash__(self) -> int:
         """Hash of the fields: the selector memoises on the policy."""
-        return hash(
-            (self.mode, self.max_tier, self.max_cost_per_call, frozenset(self.operations.items()))
-        )
+        return hash((
+            self.mode,
+            self.max_tier,
+            self.max_cost_per_call,
+            self.max_cost_per_run,
+            self.max_cost_per_day,
+            frozenset(self.max_cost_per_provider_per_day.items()),
+            frozenset(self.operations.items()),
+        ))
 
     @property
     def cap(self) -> Tier:
