@@ -1,0 +1,164 @@
+"""What a routed call returns: the answer, every attempt behind it, and the stream events.
+
+These are plain frozen dataclasses so that graph nodes can copy them into state, the
+ledger can store them and the CLI can print them without knowing how routing works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk
+
+from tierwise.routing.catalog import ModelSpec, Provider, TaskType, Tier
+from tierwise.routing.errors import FailureKind
+
+__all__ = [
+    "Attempt",
+    "NoModelAvailable",
+    "RoutedResult",
+    "StreamChunk",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamRestart",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one candidate: sent to the provider or refused locally, and how it ended."""
+
+    model: str
+    provider: Provider
+    tier: Tier
+    failure: FailureKind | None
+    latency: float
+    detail: str = ""
+    sent: bool = True
+    retry_after: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    time_to_first_token: float | None = None
+    repair: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when this attempt produced the answer."""
+        return self.failure is None
+
+    def describe(self) -> str:
+        """One line for people: ``model (tier): outcome — detail``."""
+        outcome = "ok" if self.failure is None else self.failure.value
+        where = "" if self.sent else ", not sent"
+        detail = f" — {self.detail}" if self.detail else ""
+        return f"{self.model} ({self.tier}{where}): {outcome}{detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedResult:
+    """A valid answer and its provenance.
+
+    ``value`` is the parsed object when a schema was given, otherwise the message itself
+    (whose ``tool_calls`` hold the tool calls when tools were bound).
+    """
+
+    operation: TaskType
+    value: Any
+    message: AIMessage
+    spec: ModelSpec
+    attempts: tuple[Attempt, ...]
+    latency: float
+
+    @property
+    def model(self) -> str:
+        """Catalog key of the model that answered."""
+        return self.spec.key
+
+    @property
+    def provider(self) -> Provider:
+        """Provider of the model that answered."""
+        return self.spec.provider
+
+    @property
+    def tier(self) -> Tier:
+        """Tier of the model that answered."""
+        return self.spec.tier
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens over every attempt that reached a provider."""
+        return sum(a.input_tokens for a in self.attempts)
+
+    @property
+    def output_tokens(self) -> int:
+        """Completion tokens over every attempt that reached a provider."""
+        return sum(a.output_tokens for a in self.attempts)
+
+    @property
+    def cost(self) -> float:
+        """USD over every attempt, failed ones included."""
+        return sum(a.cost for a in self.attempts)
+
+    @property
+    def fallbacks(self) -> int:
+        """How many candidates failed or were skipped before the answer."""
+        return sum(1 for a in self.attempts if a.failure is not None)
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-ready summary for graph state, logs and reports."""
+        return {
+            "operation": self.operation.value,
+            "model": self.spec.key,
+            "provider": self.spec.provider.value,
+            "tier": self.spec.tier.value,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost": self.cost,
+            "latency": self.latency,
+            "attempts": [a.describe() for a in self.attempts],
+        }
+
+
+class NoModelAvailable(RuntimeError):
+    """No candidate could answer; the message lists every attempt and why it failed."""
+
+    def __init__(self, operation: TaskType, attempts: Sequence[Attempt], reason: str) -> None:
+        """Summarise ``attempts`` (already scrubbed of secrets) under ``reason``."""
+        self.operation = operation
+        self.attempts = tuple(attempts)
+        lines = [f"no model could answer {operation.value}: {reason}"]
+        lines += [f"  - {a.describe()}" for a in self.attempts]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of the answer from ``spec``."""
+
+    chunk: AIMessageChunk
+    spec: ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRestart:
+    """The model that was streaming failed after emitting tokens.
+
+    Everything received since the last restart must be discarded: the answer starts
+    over on the next candidate (never two models' text glued together).
+    """
+
+    failed: Attempt
+    discarded: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The stream is complete; ``result`` holds the whole answer and its provenance."""
+
+    result: RoutedResult
+
+
+StreamEvent = StreamChunk | StreamRestart | StreamEnd

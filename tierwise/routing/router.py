@@ -1,0 +1,846 @@
+"""ModelRouter: ask the selector for candidates, call them in order, judge every answer.
+
+The routing logic is written once, as a sans-I/O generator (:meth:`ModelRouter._route`)
+that yields steps — call this runnable, sleep this long, tell the consumer this — and
+receives the outcomes; thin drivers run those steps synchronously, asynchronously or as
+streams. So ``invoke``, ``ainvoke``, ``stream`` and ``astream`` cannot drift apart:
+
+* a candidate the rate limiter has no permit for is skipped at once — or waited for, only
+  when the permit frees sooner than the caller's ``max_wait``;
+* a 429, 5xx, timeout or dropped connection moves to the next candidate immediately (SDK
+  retries are off) and teaches the limiter and the circuit breaker;
+* an answer that is empty, truncated, refused or fails the schema, or a tool call that
+  fits no bound tool, is a failure of that model, like an HTTP 500 (one repair request to
+  the same model is allowed for a schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
+
+from tierwise.config import Settings, load_settings
+from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
+from tierwise.routing.limits import Denied, HealthBoard, LimitName, RateLimiter
+from tierwise.routing.policy import Policy
+from tierwise.routing.providers import ProviderFactory, probe
+from tierwise.routing.results import (
+    Attempt,
+    NoModelAvailable,
+    RoutedResult,
+    StreamChunk,
+    StreamEnd,
+    StreamEvent,
+    StreamRestart,
+)
+from tierwise.routing.selector import Selector, Snapshot
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema"]
+
+#: Output tokens assumed when the caller sets no ``max_tokens`` (cost and TPM estimates).
+DEFAULT_MAX_OUTPUT_TOKENS = 512
+_REPAIR_PROMPT = (
+    "Your previous answer did not match the required JSON schema: {error}\n"
+    "Answer again with only a JSON object that matches the schema."
+)
+#: A schema is a pydantic class, a TypedDict or a JSON-schema dict.
+Schema = type[BaseModel] | type | Mapping[str, Any]
+#: Finish reasons that mean the provider cut the answer short or withheld it.
+_BAD_FINISH = frozenset({"content_filter", "safety", "recitation", "blocklist", "refusal"})
+
+
+@dataclass(slots=True)
+class _Request:
+    operation: TaskType
+    messages: list[BaseMessage]
+    schema: Schema | None
+    tools: tuple[Any, ...]
+    tool_choice: str | None
+    complexity: Complexity
+    policy: Policy
+    max_wait: float
+    max_tokens: int | None
+    min_tier: Tier | None
+    config: RunnableConfig | None
+    prompt_tokens: int
+
+
+@dataclass(slots=True)
+class _Call:
+    """Step: call ``runnable`` with ``messages`` and send back an :class:`_Outcome`."""
+
+    spec: ModelSpec
+    runnable: Runnable[Any, Any]
+    messages: list[BaseMessage]
+    config: RunnableConfig
+
+
+@dataclass(slots=True)
+class _Sleep:
+    """Step: wait ``seconds`` for a rate-limit permit, then send back ``None``."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Notice:
+    """Step: pass ``event`` to the stream's consumer, then send back ``None``."""
+
+    event: StreamEvent
+
+
+_Step = _Call | _Sleep | _Notice
+_Route = Generator[_Step, "_Outcome | None", RoutedResult]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a driver hands back for a :class:`_Call`."""
+
+    output: Any = None
+    error: BaseException | None = None
+    emitted: str = ""
+    shown: bool = False  # a stream passed chunks of this answer to its consumer
+    time_to_first_token: float | None = None
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """An outcome judged: the attempt record, and either a failure or the answer."""
+
+    attempt: Attempt
+    failure: Failure | None
+    value: Any = None
+    message: AIMessage | None = None
+    repairable: bool = False
+
+
+@dataclass(slots=True)
+class _RunnableCache:
+    """Structured / tool-bound runnables per (model, schema, tools), a bounded LRU.
+
+    It also keeps the argument schemas of each tool set, for checking tool calls.
+
+    Keys use object identities; each entry keeps its schema and tools alive, so an
+    identity cannot be reused while its entry exists.
+    """
+
+    size: int = 512
+    entries: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=OrderedDict)
+
+    def get(self, model: BaseChatModel, spec: ModelSpec, request: _Request) -> Runnable[Any, Any]:
+        if request.schema is None and not request.tools:
+            return model
+        key = (spec.key, id(request.schema), tuple(map(id, request.tools)), request.tool_choice)
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            cached: Runnable[Any, Any] = entry[0]
+            return cached
+        runnable: Runnable[Any, Any]
+        if request.schema is not None:
+            schema = request.schema if isinstance(request.schema, type) else dict(request.schema)
+            runnable = model.with_structured_output(
+                schema, method=spec.structured_output.value, include_raw=True
+            )
+        else:
+            runnable = model.bind_tools(list(request.tools), tool_choice=request.tool_choice)
+        self._put(key, runnable, (request.schema, request.tools))
+        return runnable
+
+    def tool_schemas(self, tools: tuple[Any, ...]) -> Mapping[str, Mapping[str, Any]] | None:
+        """Name -> JSON schema of the arguments of every bound tool.
+
+        ``None`` when a tool has no function schema (a provider's built-in tool): then
+        tool calls cannot be checked against the set.
+        """
+        key = ("tool schemas", *map(id, tools))
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            found: Mapping[str, Mapping[str, Any]] | None = entry[0]
+            return found
+        schemas: dict[str, Mapping[str, Any]] = {}
+        try:
+            for tool in tools:
+                function = convert_to_openai_tool(tool)["function"]
+                schemas[function["name"]] = function.get("parameters") or {}
+        except Exception:  # noqa: BLE001 - not a function tool: nothing to check against
+            self._put(key, None, tools)
+            return None
+        self._put(key, schemas, tools)
+        return schemas
+
+    def _put(self, key: tuple[Any, ...], value: Any, keep_alive: Any) -> None:
+        self.entries[key] = (value, keep_alive)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+class ModelRouter:
+    """Routes each call of an operation to the best model that can answer it now.
+
+    Example:
+        >>> from tierwise.testing import Simulator
+        >>> with Simulator() as sim:
+        ...     router = ModelRouter(sim.settings(), policy=Policy(mode="free_first"))
+        ...     result = router.invoke("rewriting", "make this clearer: do the thing")
+        >>> result.tier.value, result.fallbacks, bool(result.message.content)
+        ('free', 0, True)
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        policy: Policy | None = None,
+        factory: ProviderFactory | None = None,
+        limiter: RateLimiter | None = None,
+        health: HealthBoard | None = None,
+        snapshot: Snapshot | None = None,
+        probe_ttl: float = 60.0,
+    ) -> None:
+        """Build a router.
+
+        Args:
+            settings: catalog, endpoints, credentials (default: :func:`load_settings`).
+            policy: default policy for calls that pass none (default: the settings').
+            factory: client factory (default: one over ``settings``).
+            limiter: rate limiter; seeded here with every catalog model's limits.
+            health: circuit breakers.
+            snapshot: fixed availability (skips probing); by default availability is
+                probed (keys present, Ollama reachable, embedded installed) at most every
+                ``probe_ttl`` seconds.
+            probe_ttl: seconds an availability probe stays valid.
+        """
+        self.settings = settings if settings is not None else load_settings()
+        self.policy = policy if policy is not None else self.settings.policy
+        self.factory = factory if factory is not None else ProviderFactory(self.settings)
+        self.selector = Selector(self.settings.catalog)
+        self.limiter = limiter if limiter is not None else RateLimiter()
+        self.health = health if health is not None else HealthBoard()
+        for spec in self.settings.catalog:
+            self.limiter.configure(spec.key, spec.limits)
+        self._fixed_snapshot = snapshot
+        self._probe_ttl = probe_ttl
+        self._probed: tuple[float, Snapshot] | None = None
+        self._provider_of = {k: s.provider.value for k, s in self.settings.catalog.models.items()}
+        self._runnables = _RunnableCache()
+        self._redact = self.settings.credentials.redact
+
+    # ------------------------------------------------------------------ drivers
+    def invoke(
+        self,
+        operation: TaskType | str,
+        messages: LanguageModelInput,
+        *,
+        schema: Schema | None = None,
+        tools: Sequence[Any] = (),
+        tool_choice: str | None = None,
+        complexity: Complexity | str = Complexity.MODERATE,
+        policy: Policy | None = None,
+        max_wait: float = 0.0,
+        max_tokens: int | None = None,
+        min_tier: Tier | str | None = None,
+        config: RunnableConfig | None = None,
+    ) -> RoutedResult:
+        """Answer ``messages`` for ``operation`` with the first candidate that succeeds.
+
+        Args:
+            operation: the cognitive operation (decides the catalog chain).
+            messages: a string, a prompt value or a list of messages.
+            schema: pydantic class, TypedDict or JSON schema the answer must validate
+                against; the result's ``value`` is then the parsed object.
+            tools: tools to bind (LangChain tools, functions or OpenAI tool dicts); only
+                models with tool calling are tried.
+            tool_choice: force a tool call (``"any"`` or a tool name).
+            complexity: how hard the instruction is (decides the tier order).
+            policy: this call's policy instead of the router's default.
+            max_wait: seconds the caller accepts to wait for a rate-limit permit on a
+                candidate before moving on (0: never wait).
+            max_tokens: expected completion size, for cost and token-limit estimates.
+            min_tier: skip candidates below this tier (used to escalate).
+            config: LangChain run config (callbacks, tags, metadata) for the model call.
+
+        Raises:
+            NoModelAvailable: every candidate failed or none was allowed; it lists why.
+        """
+        route = self._route(self._request(
+            operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
+            max_tokens, min_tier, config,
+        ), streaming=False)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = route.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            outcome = None
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+            elif isinstance(step, _Call):
+                try:
+                    outcome = _Outcome(step.runnable.invoke(step.messages, step.config))
+                except Exception as exc:  # noqa: BLE001 - every failure is classified
+                    outcome = _Outcome(error=exc)
+
+    async def ainvoke(
+        self,
+        operation: TaskType | str,
+        messages: LanguageModelInput,
+        *,
+        schema: Schema | None = None,
+        tools: Sequence[Any] = (),
+        tool_choice: str | None = None,
+        complexity: Complexity | str = Complexity.MODERATE,
+        policy: Policy | None = None,
+        max_wait: float = 0.0,
+        max_tokens: int | None = None,
+        min_tier: Tier | str | None = None,
+        config: RunnableConfig | None = None,
+    ) -> RoutedResult:
+        """Async :meth:`invoke`; waiting for a permit never blocks the event loop."""
+        route = self._route(self._request(
+            operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
+            max_tokens, min_tier, config,
+        ), streaming=False)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = route.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            outcome = None
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, _Call):
+                try:
+                    outcome = _Outcome(await step.runnable.ainvoke(step.messages, step.config))
+                except Exception as exc:  # noqa: BLE001 - every failure is classified
+                    outcome = _Outcome(error=exc)
+
+    def stream(
+        self,
+        operation: TaskType | str,
+        messages: LanguageModelInput,
+        *,
+        tools: Sequence[Any] = (),
+        tool_choice: str | None = None,
+        complexity: Complexity | str = Complexity.MODERATE,
+        policy: Policy | None = None,
+        max_wait: float = 0.0,
+        max_tokens: int | None = None,
+        min_tier: Tier | str | None = None,
+        config: RunnableConfig | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Stream the answer as :class:`StreamChunk` events, ending with :class:`StreamEnd`.
+
+        A failure before the first token falls back invisibly: chunks that carry no
+        text and no tool call (a role header) are held back until the answer starts. A
+        failure after that yields :class:`StreamRestart` — the consumer discards what it
+        received, text or partial tool calls — and the answer starts over on the next
+        candidate; two models' output is never joined. Arguments are those of
+        :meth:`invoke` (no schema: use ``invoke``).
+        """
+        route = self._route(self._request(
+            operation, messages, None, tools, tool_choice, complexity, policy, max_wait,
+            max_tokens, min_tier, config,
+        ), streaming=True)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = route.send(outcome)
+            except StopIteration as done:
+                yield StreamEnd(done.value)
+                return
+            outcome = None
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+            elif isinstance(step, _Notice):
+                yield step.event
+            else:
+                outcome = _Outcome()
+                started = time.perf_counter()
+                held: list[StreamChunk] = []
+                try:
+                    for chunk in step.runnable.stream(step.messages, step.config):
+                        _collect(outcome, chunk, started)
+                        held.append(StreamChunk(chunk, step.spec))
+                        if outcome.shown or _carries_answer(chunk):
+                            outcome.shown = True
+                            yield from held
+                            held.clear()
+                except Exception as exc:  # noqa: BLE001 - every failure is classified
+                    outcome.error = exc
+
+    async def astream(
+        self,
+        operation: TaskType | str,
+        messages: LanguageModelInput,
+        *,
+        tools: Sequence[Any] = (),
+        tool_choice: str | None = None,
+        complexity: Complexity | str = Complexity.MODERATE,
+        policy: Policy | None = None,
+        max_wait: float = 0.0,
+        max_tokens: int | None = None,
+        min_tier: Tier | str | None = None,
+        config: RunnableConfig | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Async :meth:`stream`, with the same restart contract."""
+        route = self._route(self._request(
+            operation, messages, None, tools, tool_choice, complexity, policy, max_wait,
+            max_tokens, min_tier, config,
+        ), streaming=True)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = route.send(outcome)
+            except StopIteration as done:
+                yield StreamEnd(done.value)
+                return
+            outcome = None
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, _Notice):
+                yield step.event
+            else:
+                outcome = _Outcome()
+                started = time.perf_counter()
+                held: list[StreamChunk] = []
+                try:
+                    async for chunk in step.runnable.astream(step.messages, step.config):
+                        _collect(outcome, chunk, started)
+                        held.append(StreamChunk(chunk, step.spec))
+                        if outcome.shown or _carries_answer(chunk):
+                            outcome.shown = True
+                            for event in held:
+                                yield event
+                            held.clear()
+                except Exception as exc:  # noqa: BLE001 - every failure is classified
+                    outcome.error = exc
+
+    # ------------------------------------------------------------------ state
+    def snapshot(self) -> Snapshot:
+        """What is usable now: availability (probed at most every ``probe_ttl``) + health."""
+        base = self._fixed_snapshot
+        if base is None:
+            now = time.monotonic()
+            if self._probed is None or now - self._probed[0] > self._probe_ttl:
+                self._probed = (now, probe(self.settings).snapshot(self.settings.catalog.models))
+            base = self._probed[1]
+        return self.health.snapshot(base, self._provider_of)
+
+    def refresh(self) -> None:
+        """Forget the availability probe, so the next call probes again."""
+        self._probed = None
+
+    # ------------------------------------------------------------------ the route
+    def _request(
+        self,
+        operation: TaskType | str,
+        messages: LanguageModelInput,
+        schema: Schema | None,
+        tools: Sequence[Any],
+        tool_choice: str | None,
+        complexity: Complexity | str,
+        policy: Policy | None,
+        max_wait: float,
+        max_tokens: int | None,
+        min_tier: Tier | str | None,
+        config: RunnableConfig | None,
+    ) -> _Request:
+        msgs = _as_messages(messages)
+        return _Request(
+            operation=TaskType(operation),
+            messages=msgs,
+            schema=schema,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            complexity=Complexity(complexity),
+            policy=policy if policy is not None else self.policy,
+            max_wait=max_wait,
+            max_tokens=max_tokens,
+            min_tier=Tier(min_tier) if min_tier is not None else None,
+            config=config,
+            prompt_tokens=_estimate_tokens(msgs),
+        )
+
+    def _route(self, request: _Request, *, streaming: bool) -> _Route:
+        """Try candidates in order; yields steps, returns the first valid answer."""
+        started = time.perf_counter()
+        candidates = self.selector.candidates(
+            request.operation,
+            request.complexity,
+            request.policy,
+            self.snapshot(),
+            needs_tools=bool(request.tools),
+            prompt_tokens=request.prompt_tokens,
+            max_output_tokens=request.max_tokens or 0,
+        )
+        if request.min_tier is not None:
+            floor = request.min_tier.rank
+            candidates = tuple(c for c in candidates if c.tier.rank >= floor)
+        estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
+        deadline = time.monotonic() + request.max_wait
+        attempts: list[Attempt] = []
+        overflowed = 0  # after a context overflow, windows this small are skipped
+        rejected: set[Provider] = set()  # providers that refused their key in this call
+
+        for spec in candidates:
+            if spec.provider in rejected:
+                attempts.append(_refused(
+                    spec, FailureKind.AUTH, f"{spec.provider} rejected its key in this call"
+                ))
+                continue
+            if spec.context_window <= overflowed:
+                attempts.append(_refused(
+                    spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
+                ))
+                continue
+            permit = self.limiter.try_acquire(spec.key, estimate)
+            while isinstance(permit, Denied) and permit.retry_after <= deadline - time.monotonic():
+                yield _Sleep(permit.retry_after)
+                permit = self.limiter.try_acquire(spec.key, estimate)
+            if isinstance(permit, Denied):
+                attempts.append(_refused(
+                    spec, FailureKind.RATE_LIMITED,
+                    f"local {permit.limit} limit: next permit in {permit.retry_after:.2f}s",
+                    retry_after=permit.retry_after,
+                ))
+                continue
+            try:
+                runnable = self._runnables.get(self.factory.chat_model(spec), spec, request)
+            except Exception as exc:  # noqa: BLE001 - this client cannot express the request
+                permit.cancel()
+                reason = classify(exc, redact=self._redact).message
+                attempts.append(_refused(
+                    spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
+                ))
+                continue
+            if not self.health.allow(spec.key):
+                permit.cancel()
+                attempts.append(_refused(
+                    spec, FailureKind.UNAVAILABLE, "circuit open: a recovery probe is in flight"
+                ))
+                continue
+
+            messages, repair = request.messages, False
+            while True:
+                call_started = time.perf_counter()
+                outcome = yield _Call(spec, runnable, messages, self._config(spec, request))
+                assert outcome is not None
+                verdict = self._judge(
+                    request, spec, outcome, time.perf_counter() - call_started, repair
+                )
+                attempts.append(verdict.attempt)
+                used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
+                permit.settle(used or estimate)
+                if verdict.failure is None:
+                    self.health.record_success(spec.key)
+                    assert verdict.message is not None
+                    return RoutedResult(
+                        request.operation, verdict.value, verdict.message, spec,
+                        tuple(attempts), time.perf_counter() - started,
+                    )
+                if repair or not _repairable(request, verdict):
+                    break
+                retry = self.limiter.try_acquire(spec.key, estimate)
+                if isinstance(retry, Denied):
+                    break
+                assert verdict.message is not None
+                permit, repair = retry, True
+                messages = [
+                    *request.messages,
+                    AIMessage(_answer_text(verdict.message)),
+                    HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
+                ]
+
+            failure = verdict.failure
+            self._learn(spec, failure)
+            if streaming and outcome.shown:
+                yield _Notice(StreamRestart(verdict.attempt, outcome.emitted))
+            if failure.kind is FailureKind.AUTH:
+                rejected.add(spec.provider)
+            elif failure.kind is FailureKind.CONTEXT_OVERFLOW:
+                overflowed = max(overflowed, spec.context_window)
+            elif failure.kind is FailureKind.BAD_REQUEST and not failure.capability_mismatch:
+                raise NoModelAvailable(
+                    request.operation, attempts,
+                    "the request was rejected as malformed, and would be by every model",
+                )
+        reason = "every candidate failed" if candidates else (
+            "no candidate is both allowed by the policy and available now"
+        )
+        raise NoModelAvailable(request.operation, attempts, reason)
+
+    def _config(self, spec: ModelSpec, request: _Request) -> RunnableConfig:
+        """The caller's run config plus routing metadata, so tracers show the decision."""
+        base: RunnableConfig = request.config or {}
+        metadata = {
+            **base.get("metadata", {}),
+            "tierwise_operation": request.operation.value,
+            "tierwise_model": spec.key,
+            "tierwise_tier": spec.tier.value,
+            "tierwise_provider": spec.provider.value,
+        }
+        tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
+        return {**base, "metadata": metadata, "tags": tags}
+
+    def _judge(
+        self,
+        request: _Request,
+        spec: ModelSpec,
+        outcome: _Outcome,
+        latency: float,
+        repair: bool,
+    ) -> _Verdict:
+        """Turn a call's outcome into an attempt record and a failure or an answer."""
+        value: Any = None
+        message: AIMessage | None = None
+        error = outcome.error
+        if error is None:
+            tools = self._runnables.tool_schemas(request.tools) if request.tools else None
+            try:
+                value, message = _accept(request, outcome.output, tools)
+            except InvalidOutput as exc:
+                error = exc
+                message = exc.message
+        failure = classify(error, redact=self._redact) if error is not None else None
+        input_tokens, output_tokens = _usage(message)
+        attempt = Attempt(
+            spec.key, spec.provider, spec.tier,
+            failure.kind if failure is not None else None,
+            latency,
+            detail=failure.message if failure is not None else "",
+            retry_after=failure.retry_after if failure is not None else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=spec.price.cost(input_tokens, output_tokens),
+            time_to_first_token=outcome.time_to_first_token,
+            repair=repair,
+        )
+        return _Verdict(
+            attempt, failure, value, message, repairable=isinstance(error, _SchemaViolation)
+        )
+
+    def _learn(self, spec: ModelSpec, failure: Failure) -> None:
+        """Feed a provider's failure to the limiter and the circuit breaker."""
+        kind = failure.kind
+        if kind in (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED):
+            scope: LimitName | None = "rpd" if kind is FailureKind.QUOTA_EXHAUSTED else None
+            self.limiter.penalize(spec.key, failure.retry_after, scope, failure.headers)
+        elif kind is FailureKind.AUTH:
+            self.health.disable_provider(spec.provider.value, failure.message)
+        self.health.record_failure(spec.key, kind.value)
+
+
+class _SchemaViolation(InvalidOutput):
+    """A finished answer that does not parse into the schema: what one repair may fix."""
+
+
+def _accept(
+    request: _Request, output: Any, tools: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[Any, AIMessage]:
+    """The value and message of a good answer; :class:`InvalidOutput` for a bad one."""
+    if request.schema is not None:
+        raw = output.get("raw") if isinstance(output, Mapping) else None
+        message = _as_ai_message(raw)
+        _check_finished(message)  # a truncated or withheld answer is not worth a repair
+        error = output.get("parsing_error") if isinstance(output, Mapping) else None
+        parsed = output.get("parsed") if isinstance(output, Mapping) else None
+        if error is not None or parsed is None:
+            reason = f"schema violation: {error}" if error is not None else "no parsable answer"
+            raise _SchemaViolation(reason, message=message)
+        return parsed, message
+    message = _as_ai_message(output)
+    _check_finished(message)
+    if request.tools:
+        if message.invalid_tool_calls:
+            raise InvalidOutput("malformed tool call arguments", message=message)
+        if request.tool_choice and request.tool_choice != "auto" and not message.tool_calls:
+            raise InvalidOutput("a tool call was required but none was made", message=message)
+        problem = _tool_call_problem(message, tools) if tools is not None else ""
+        if problem:
+            raise InvalidOutput(f"invalid tool call: {problem}", message=message)
+    if not message.tool_calls and not _answer_text(message).strip():
+        raise InvalidOutput("empty answer", message=message)
+    return message, message
+
+
+def _check_finished(message: AIMessage) -> None:
+    """A truncated stream or a refusal is not an answer."""
+    meta = message.response_metadata
+    finish = meta.get("finish_reason") or meta.get("done_reason")
+    if finish is None and not meta.get("done"):
+        raise InvalidOutput("truncated: the answer has no finish reason", message=message)
+    if isinstance(finish, str) and finish.lower() in _BAD_FINISH:
+        raise InvalidOutput(f"withheld by the provider ({finish})", message=message)
+    if message.additional_kwargs.get("refusal"):
+        raise InvalidOutput("the model refused", message=message)
+
+
+def _tool_call_problem(message: AIMessage, tools: Mapping[str, Mapping[str, Any]]) -> str:
+    """Why a tool call does not fit the bound tools (unknown name, bad arguments), or ``""``."""
+    for call in message.tool_calls:
+        schema = tools.get(call["name"])
+        if schema is None:
+            return f"no bound tool is called {call['name']!r}"
+        problem = _json_problem(call["args"], schema, "")
+        if problem:
+            return f"{call['name']}: {problem}"
+    return ""
+
+
+_JSON_TYPES: Mapping[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int, float),  # some clients turn every JSON number into a float
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _json_problem(value: Any, schema: Mapping[str, Any], path: str) -> str:
+    """What makes ``value`` break ``schema`` (types, required, enums, extras), or ``""``.
+
+    A deliberately small subset of JSON Schema, enough to tell a tool call that fits its
+    tool from one that does not; what it does not know (``$ref``, ``anyOf``...) passes.
+    """
+    where = path or "arguments"
+    expected = schema.get("type")
+    if isinstance(expected, str) and expected in _JSON_TYPES:
+        ok = isinstance(value, _JSON_TYPES[expected]) and not (
+            isinstance(value, bool) and expected in ("integer", "number")
+        )
+        if ok and expected == "integer" and isinstance(value, float):
+            ok = value.is_integer()
+        if not ok:
+            return f"{where} should be {expected}, got {type(value).__name__}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} should be one of {schema['enum']}"
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        missing = [name for name in schema.get("required") or () if name not in value]
+        if missing:
+            return f"{where} lack required {', '.join(map(repr, missing))}"
+        if schema.get("additionalProperties") is False:
+            extra = [name for name in value if name not in properties]
+            if extra:
+                return f"{where} have unexpected {', '.join(map(repr, extra))}"
+        for name, item in value.items():
+            sub = properties.get(name)
+            if isinstance(sub, Mapping):
+                problem = _json_problem(item, sub, f"{path}.{name}" if path else name)
+                if problem:
+                    return problem
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, schema["items"], f"{where}[{index}]")
+            if problem:
+                return problem
+    return ""
+
+
+def _repairable(request: _Request, verdict: _Verdict) -> bool:
+    return (
+        request.schema is not None
+        and verdict.repairable
+        and verdict.message is not None
+        and bool(_answer_text(verdict.message).strip())
+    )
+
+
+def _carries_answer(chunk: AIMessageChunk) -> bool:
+    """Whether a streamed chunk holds part of the answer (text or a tool call)."""
+    return bool(_content_text(chunk.content) or chunk.tool_call_chunks)
+
+
+def _collect(outcome: _Outcome, chunk: AIMessageChunk, started: float) -> None:
+    """Add a streamed chunk to the outcome being assembled."""
+    if outcome.time_to_first_token is None:
+        outcome.time_to_first_token = time.perf_counter() - started
+    outcome.output = chunk if outcome.output is None else outcome.output + chunk
+    outcome.emitted += _content_text(chunk.content)
+
+
+def _as_messages(messages: LanguageModelInput) -> list[BaseMessage]:
+    if isinstance(messages, str):
+        return [HumanMessage(messages)]
+    if isinstance(messages, PromptValue):
+        return messages.to_messages()
+    from langchain_core.messages import convert_to_messages
+
+    return convert_to_messages(messages)
+
+
+def _as_ai_message(output: Any) -> AIMessage:
+    if isinstance(output, AIMessageChunk):
+        return AIMessage(
+            content=output.content,
+            additional_kwargs=output.additional_kwargs,
+            response_metadata=output.response_metadata,
+            tool_calls=output.tool_calls,
+            invalid_tool_calls=output.invalid_tool_calls,
+            usage_metadata=output.usage_metadata,
+            id=output.id,
+        )
+    if isinstance(output, AIMessage):
+        return output
+    raise InvalidOutput("no answer", message=None)
+
+
+def _content_text(content: str | list[str | dict[Any, Any]]) -> str:
+    """A message content as text: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part if isinstance(part, str) else str(part.get("text", "")) for part in content
+    )
+
+
+def _answer_text(message: AIMessage) -> str:
+    """The answer as text: content, or the first tool call's arguments as JSON."""
+    content = _content_text(message.content)
+    if not content and message.tool_calls:
+        return json.dumps(message.tool_calls[0]["args"])
+    return content
+
+
+def _usage(message: AIMessage | None) -> tuple[int, int]:
+    usage = message.usage_metadata if message is not None else None
+    if not usage:
+        return 0, 0
+    return usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+
+
+def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
+    """Roughly 4 characters per token plus a few per message: a budget, not a count."""
+    chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content))
+                for m in messages)
+    return chars // 4 + 4 * len(messages)
+
+
+def _refused(
+    spec: ModelSpec, kind: FailureKind, detail: str, *, retry_after: float | None = None
+) -> Attempt:
+    """An attempt that never left the process."""
+    return Attempt(
+        spec.key, spec.provider, spec.tier, kind, 0.0,
+        detail=detail, sent=False, retry_after=retry_after,
+    )
