@@ -474,15 +474,9 @@ async def test_create_agent_async(
     assert final.response_metadata["tierwise"]["model"] == PRIMARY
 
 
-# ------------------------------------------------------------------ known limitation
+# ------------------------------------------------------------------ event loops
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProviderFactory caches clients whose async HTTP pools are bound to the first "
-    "event loop: from a second loop the primary fails (connection error / 'Event loop is "
-    "closed'), is counted as unavailable, and the call falls back",
-)
 def test_one_model_from_two_event_loops(model: RoutedChatModel) -> None:
     first = asyncio.run(model.ainvoke("hi"))
     second = asyncio.run(model.ainvoke("hi"))

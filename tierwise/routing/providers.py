@@ -9,8 +9,10 @@ embedded model is installed — and summarised as a selector :class:`Snapshot`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,8 +40,13 @@ _OPENAI_COMPATIBLE = frozenset(
 
 
 class ProviderFactory:
-    """Builds and caches one LangChain chat model per :class:`ModelSpec`.
+    """Builds and caches one LangChain chat model per :class:`ModelSpec` (and event loop).
 
+    Async HTTP connection pools belong to the event loop that opened them: a client whose
+    pool was opened on a loop that has since closed fails every call ("Event loop is
+    closed"), which would read as a provider outage. So a client asked for inside a
+    running loop is cached for that loop only (dropped with it), and gets its own async
+    connection pool; outside a loop one client per spec serves every sync call.
     Thread-safe: concurrent first calls for the same spec build one client.
     """
 
@@ -47,19 +54,30 @@ class ProviderFactory:
         """Use ``settings`` for endpoints, timeouts and keys."""
         self.settings = settings
         self._cache: dict[str, BaseChatModel] = {}
+        self._per_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, BaseChatModel]
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def chat_model(self, spec: ModelSpec) -> BaseChatModel:
-        """The cached client for ``spec``, built on first use."""
-        model = self._cache.get(spec.key)
+        """The cached client for ``spec`` (for the running event loop), built on first use."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        cache = self._cache if loop is None else self._per_loop.get(loop)
+        model = cache.get(spec.key) if cache is not None else None
         if model is None:
             with self._lock:
-                model = self._cache.get(spec.key)
+                if loop is not None:
+                    cache = self._per_loop.setdefault(loop, {})
+                assert cache is not None
+                model = cache.get(spec.key)
                 if model is None:
-                    model = self._cache[spec.key] = self._build(spec)
+                    model = cache[spec.key] = self._build(spec, own_async_pool=loop is not None)
         return model
 
-    def _build(self, spec: ModelSpec) -> BaseChatModel:
+    def _build(self, spec: ModelSpec, *, own_async_pool: bool = False) -> BaseChatModel:
         settings = self.settings
         provider = spec.provider
         if provider is Provider.EMBEDDED:
@@ -99,9 +117,13 @@ class ProviderFactory:
                 timeout=timeout,
             )
         if provider in _OPENAI_COMPATIBLE:
+            import openai
             from langchain_openai import ChatOpenAI
 
+            # langchain-openai shares one async pool per (base URL, timeout) process-wide.
+            pool = {"http_async_client": openai.DefaultAsyncHttpxClient()} if own_async_pool else {}
             return ChatOpenAI(
+                **pool,
                 model=spec.model,
                 api_key=key,
                 base_url=base_url,
