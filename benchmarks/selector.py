@@ -9,9 +9,9 @@ available. Target: <= 20 us per call on a 2-core machine.
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 
+from benchmarks._stats import Spread
 from tierwise.routing.catalog import Complexity, TaskType, load_default_catalog
 from tierwise.routing.policy import Policy, PolicyMode
 from tierwise.routing.selector import Selector, Snapshot
@@ -51,12 +51,9 @@ def main() -> None:
         ("candidates() memoised (router hot path)", cached, CALLS),
         ("candidates() computed from scratch", uncached, CALLS // 10),
     ):
-        runs = [_per_call_us(fn, calls) for _ in range(REPEATS)]
-        print(
-            f"{label:42s} median {statistics.median(runs):7.2f} us "
-            f"(min {min(runs):.2f}, max {max(runs):.2f}; {REPEATS} x {calls} calls, "
-            f"{len(requests)} distinct requests)"
-        )
+        runs = Spread.of(_per_call_us(fn, calls) for _ in range(REPEATS))
+        note = f"{REPEATS} x {calls} calls, {len(requests)} distinct requests"
+        print(f"{label:42s} {runs.text('us', width=7, note=note)}")
 
 
 if __name__ == "__main__":

@@ -671,7 +671,7 @@ def _accept(
     if request.tools:
         if message.invalid_tool_calls:
             raise InvalidOutput("malformed tool call arguments", message=message)
-        if request.tool_choice and request.tool_choice != "auto" and not message.tool_calls:
+        if request.tool_choice not in (None, "auto", "none") and not message.tool_calls:
             raise InvalidOutput("a tool call was required but none was made", message=message)
         problem = _tool_call_problem(message, tools) if tools is not None else ""
         if problem:
