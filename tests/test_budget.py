@@ -1,0 +1,367 @@
+"""tierwise.routing.budget: cost caps and daily quotas, checked before a call, from the ledger."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tierwise.routing.ledger as ledger_module
+from tierwise.routing.budget import BudgetExceeded, BudgetGuard, CapStatus, Reservation
+from tierwise.routing.catalog import Limits, ModelSpec, Price, Provider
+from tierwise.routing.errors import FailureKind, classify
+from tierwise.routing.ledger import DAY, Ledger, LedgerRow
+from tierwise.routing.policy import Policy
+
+TODAY = 20_000 * DAY  # a UTC midnight
+NOON = TODAY + DAY / 2
+
+PAID = ModelSpec(
+    key="gpt-x", provider=Provider.OPENAI, model="gpt-x", tier="paid", context_window=128_000,
+    price=Price(input_per_mtok=2.5, output_per_mtok=10.0),
+)  # fmt: skip
+PAID_OTHER = ModelSpec(
+    key="claude-x", provider=Provider.OPENROUTER, model="anthropic/claude-x", tier="paid",
+    context_window=200_000, price=Price(input_per_mtok=3.0, output_per_mtok=15.0),
+)  # fmt: skip
+FREE = ModelSpec(
+    key="flash-x", provider=Provider.GEMINI, model="gemini-x", tier="free",
+    context_window=1_000_000, limits=Limits(rpm=10, rpd=3),
+)  # fmt: skip
+
+
+def child_env() -> dict[str, str]:
+    """Children import the same tierwise as this test process, wherever pytest runs."""
+    root = str(Path(ledger_module.__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+
+
+class Clock:
+    def __init__(self, now: float = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spend(
+    ledger: Ledger, cost: float, *, spec: ModelSpec = PAID, at: float = NOON, **fields: Any
+) -> None:
+    values: dict[str, Any] = dict(
+        time=at, run_id="run-1", thread_id=None, node=None, operation="classification",
+        complexity="simple", policy="balanced", provider=spec.provider.value, model=spec.key,
+        tier=spec.tier.value, outcome="ok", sent=True, latency=1.0, time_to_first_token=None,
+        input_tokens=100, output_tokens=10, cost=cost, escalation=False, repair=False,
+        detail="",
+    )  # fmt: skip
+    values.update(fields)
+    ledger.record(LedgerRow(**values))
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.sqlite3"
+
+
+@pytest.fixture
+def ledger(path: Path) -> Iterator[Ledger]:
+    with Ledger(path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def balanced(**caps: Any) -> Policy:
+    return Policy(mode="balanced", **caps)
+
+
+# --------------------------------------------------------------------------- per call
+
+
+def test_per_call_cap_needs_no_ledger() -> None:
+    guard = BudgetGuard(None)
+    policy = balanced(max_cost_per_call=0.01, max_cost_per_day=0.0)
+    refusal = guard.check(PAID, 0.05, policy, run_id="r")
+    assert isinstance(refusal, BudgetExceeded)
+    assert (refusal.cap, refusal.limit, refusal.spent, refusal.left) == ("per_call", 0.01, 0, 0.01)
+    assert (refusal.estimate, refusal.model, refusal.retry_after) == (0.05, "gpt-x", None)
+    assert str(refusal) == (
+        "per_call cap of $0.01 would be exceeded for gpt-x: the call is estimated at $0.05"
+    )
+    assert guard.check(PAID, 0.01, policy, run_id="r") is None  # exactly the cap is allowed
+    # Without a ledger the day cap (0!) cannot be read, so only the per-call cap applies.
+    assert guard.check(PAID, 0.009, policy, run_id="r") is None
+    assert guard.check(PAID, 5.0, balanced(), run_id=None) is None  # no caps at all
+
+
+def test_a_free_call_never_crosses_a_cost_cap_and_reads_nothing() -> None:
+    class Exploding:
+        def spent(self, **_: Any) -> float:
+            raise AssertionError("a zero estimate must not read the ledger")
+
+    guard = BudgetGuard(Exploding())  # type: ignore[arg-type]
+    policy = balanced(max_cost_per_call=0.0, max_cost_per_day=0.0, max_cost_per_run=0.0)
+    assert guard.check(FREE, 0.0, policy, run_id="r") is None
+
+
+def test_bad_estimates_are_rejected() -> None:
+    guard = BudgetGuard(None)
+    for bad in (-0.01, math.nan):
+        with pytest.raises(ValueError, match="non-negative"):
+            guard.check(PAID, bad, balanced(), run_id=None)
+
+
+# --------------------------------------------------------------------------- ledger caps
+
+
+def test_day_cap_counts_today_only(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    spend(ledger, 5.0, at=TODAY - 1)  # yesterday
+    spend(ledger, 0.6, at=TODAY + 60)
+    spend(ledger, 0.3, spec=PAID_OTHER, at=NOON)
+    policy = balanced(max_cost_per_day=1.0)
+    assert guard.check(PAID, 0.1, policy, run_id=None) is None  # 0.9 + 0.1 == 1.0
+    refusal = guard.check(PAID, 0.2, policy, run_id=None)
+    assert isinstance(refusal, BudgetExceeded)
+    assert refusal.cap == "per_day"
+    assert refusal.spent == pytest.approx(0.9)
+    assert refusal.left == pytest.approx(0.1)
+    assert refusal.retry_after == DAY / 2  # until the next UTC midnight
+    assert str(refusal) == (
+        "per_day cap of $1 would be exceeded for gpt-x: $0.9 spent, $0.1 left, "
+        "the call is estimated at $0.2; resets in 12h00m"
+    )
+    clock.now = TODAY + DAY + 1  # tomorrow: today's spend is yesterday's
+    assert guard.check(PAID, 0.2, policy, run_id=None) is None
+
+
+def test_run_cap_counts_the_run_only(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    spend(ledger, 0.5, run_id="run-1", at=TODAY - 3 * DAY)  # a run spans days: all counts
+    spend(ledger, 0.4, run_id="run-2")
+    policy = balanced(max_cost_per_run=0.6)
+    refusal = guard.check(PAID, 0.2, policy, run_id="run-1")
+    assert isinstance(refusal, BudgetExceeded)
+    assert (refusal.cap, refusal.spent, refusal.retry_after) == ("per_run", 0.5, None)
+    assert refusal.left == pytest.approx(0.1)
+    assert guard.check(PAID, 0.2, policy, run_id="run-2") is None
+    assert guard.check(PAID, 0.2, policy, run_id="run-3") is None
+    assert guard.check(PAID, 0.2, policy, run_id=None) is None  # no run, no run cap
+
+
+def test_provider_day_cap(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    spend(ledger, 0.25, spec=PAID)
+    spend(ledger, 10.0, spec=PAID_OTHER)
+    policy = balanced(max_cost_per_provider_per_day={"openai": 0.3})
+    refusal = guard.check(PAID, 0.1, policy, run_id=None)
+    assert isinstance(refusal, BudgetExceeded)
+    assert refusal.cap == "per_provider_day:openai"
+    assert refusal.left == pytest.approx(0.05)
+    assert guard.check(PAID, 0.05, policy, run_id=None) is None
+    assert guard.check(PAID_OTHER, 1.0, policy, run_id=None) is None  # no cap for openrouter
+
+
+def test_caps_are_checked_in_order(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    spend(ledger, 1.0)
+    every = balanced(
+        max_cost_per_call=0.1, max_cost_per_run=0.5, max_cost_per_day=0.5,
+        max_cost_per_provider_per_day={"openai": 0.5},
+    )  # fmt: skip
+    found = guard.check(PAID, 0.2, every, run_id="run-1")
+    assert found is not None and found.cap == "per_call"
+    found = guard.check(PAID, 0.05, every, run_id="run-1")
+    assert found is not None and found.cap == "per_run"
+    found = guard.check(PAID, 0.05, every, run_id=None)
+    assert found is not None and found.cap == "per_day"
+
+
+def test_spend_recorded_a_moment_ago_trips_the_cap_at_once(path: Path, clock: Clock) -> None:
+    # No flush, and cached totals would be reused for a minute: the ledger's own-write
+    # path is what makes the second call see the first one's cost.
+    with Ledger(path, flush_interval=60, refresh_interval=60) as ledger:
+        guard = BudgetGuard(ledger, clock)
+        policy = balanced(max_cost_per_day=1.0)
+        assert guard.check(PAID, 0.6, policy, run_id=None) is None
+        spend(ledger, 0.7)  # the real cost came out higher than the estimate
+        refusal = guard.check(PAID, 0.6, policy, run_id=None)
+        assert refusal is not None and refusal.left == pytest.approx(0.3)
+
+
+def test_an_unreadable_ledger_refuses_paid_calls(clock: Clock) -> None:
+    class Broken:
+        def spent(self, **_: Any) -> float:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def requests(self, *_: Any, **__: Any) -> int:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    guard = BudgetGuard(Broken(), clock)  # type: ignore[arg-type]
+    refusal = guard.check(PAID, 0.01, balanced(max_cost_per_day=10.0), run_id=None)
+    assert refusal is not None and refusal.cap == "per_day" and refusal.left == 0
+    assert "could not be read: disk I/O error" in str(refusal)
+    quota = guard.check_quota(FREE)
+    assert quota is not None and quota.left == 0 and "could not be read" in str(quota)
+
+
+# --------------------------------------------------------------------------- reservations
+
+
+def test_reservations_hold_in_flight_estimates(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    policy = balanced(max_cost_per_day=1.0, max_cost_per_run=0.9)
+    first = guard.reserve(PAID, 0.4, policy, run_id="run-1")
+    second = guard.reserve(PAID, 0.4, policy, run_id="run-2")
+    assert isinstance(first, Reservation) and isinstance(second, Reservation)
+    third = guard.reserve(PAID, 0.4, policy, run_id="run-3")
+    assert isinstance(third, BudgetExceeded) and third.cap == "per_day"
+    assert third.spent == pytest.approx(0.8)
+    assert guard.check(PAID, 0.4, policy, run_id="run-3") is not None  # check sees holds too
+
+    spend(ledger, 0.3, run_id="run-1")  # first call's real cost recorded...
+    first.release()  # ...then its estimate let go
+    first.release()  # harmless
+    assert guard.check(PAID, 0.3, policy, run_id="run-3") is None  # 0.3 + 0.4 held + 0.3
+    with second:
+        pass
+    assert guard.check(PAID, 0.7, policy, run_id="run-3") is None
+    assert guard.check(PAID, 0.75, policy, run_id="run-3") is not None
+
+
+def test_concurrent_reservations_never_cross_the_cap(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    policy = balanced(max_cost_per_day=1.0)
+    results: list[Reservation | BudgetExceeded] = []
+    barrier = threading.Barrier(20)
+
+    def call() -> None:
+        barrier.wait()
+        results.append(guard.reserve(PAID, 0.1, policy, run_id=None))
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = [r for r in results if isinstance(r, Reservation)]
+    assert len(granted) == 10
+    for r in granted:
+        spend(ledger, 0.1)
+        r.release()
+    assert ledger.spent(since=TODAY) == pytest.approx(1.0)
+    assert guard.check(PAID, 0.01, policy, run_id=None) is not None
+
+
+# --------------------------------------------------------------------------- RPD quotas
+
+
+def test_daily_quota_counts_sent_requests_today(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    spend(ledger, 0.0, spec=FREE, at=TODAY - 5)  # yesterday
+    spend(ledger, 0.0, spec=FREE)
+    spend(ledger, 0.0, spec=FREE, outcome="rate_limited")  # sent: the provider counted it
+    spend(ledger, 0.0, spec=FREE, outcome="rate_limited", sent=False)  # never sent
+    assert guard.check_quota(FREE) is None
+    spend(ledger, 0.0, spec=FREE)
+    refusal = guard.check_quota(FREE)
+    assert isinstance(refusal, BudgetExceeded)
+    assert (refusal.cap, refusal.limit, refusal.spent, refusal.left) == ("rpd:flash-x", 3, 3, 0)
+    assert refusal.is_quota and refusal.retry_after == DAY / 2
+    assert str(refusal) == (
+        "daily request quota rpd:flash-x used up for flash-x: 3 of 3 requests sent since "
+        "00:00 UTC, 0 left; resets in 12h00m"
+    )
+    clock.now = TODAY + DAY
+    assert guard.check_quota(FREE) is None
+
+
+def test_quota_without_rpd_or_ledger_is_open(ledger: Ledger) -> None:
+    assert BudgetGuard(ledger).check_quota(PAID) is None  # no rpd known
+    assert BudgetGuard(None).check_quota(FREE) is None  # no ledger to count in
+
+
+def test_quota_survives_a_restart(path: Path, clock: Clock) -> None:
+    with Ledger(path) as ledger:
+        for _ in range(3):
+            spend(ledger, 0.0, spec=FREE)
+    with Ledger(path) as restarted:
+        refusal = BudgetGuard(restarted, clock).check_quota(FREE)
+        assert refusal is not None and refusal.spent == 3
+
+
+_RECORD_FREE = textwrap.dedent("""
+    import sys
+    from tierwise.routing.ledger import Ledger, LedgerRow
+    with Ledger(sys.argv[1]) as ledger:
+        ledger.record(LedgerRow(
+            float(sys.argv[2]), None, None, None, "classification", "simple", "free_first",
+            "gemini", "flash-x", "free", "ok", True, 0.2, None, 10, 5, 0.0, False, False, ""))
+""")
+
+
+def test_quota_holds_across_processes(path: Path, clock: Clock) -> None:
+    with Ledger(path, refresh_interval=0) as ledger:
+        guard = BudgetGuard(ledger, clock)
+        spend(ledger, 0.0, spec=FREE)  # this process: 1
+        for sent in (2, 3):  # two other processes, one request each
+            subprocess.run(
+                [sys.executable, "-c", _RECORD_FREE, str(path), str(NOON)],
+                check=True, timeout=60, env=child_env(),
+            )
+            assert ledger.requests("flash-x", since=TODAY) == sent
+        refusal = guard.check_quota(FREE)
+        assert refusal is not None and refusal.spent == 3
+    with Ledger(path) as restarted:  # and after this process, too, has restarted
+        refusal = BudgetGuard(restarted, clock).check_quota(FREE)
+        assert refusal is not None and refusal.spent == 3
+
+
+# --------------------------------------------------------------------------- the exception
+
+
+def test_budget_exceeded_is_classified_and_pickles() -> None:
+    exc = BudgetExceeded("per_day", limit=1.0, spent=0.95, estimate=0.1, model="gpt-x",
+                         retry_after=60.0)  # fmt: skip
+    assert exc.failure_kind is FailureKind.BUDGET_EXCEEDED
+    assert classify(exc).kind is FailureKind.BUDGET_EXCEEDED
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.cap, back.limit, back.spent, back.left, back.model, back.retry_after) == (
+        "per_day", 1.0, 0.95, exc.left, "gpt-x", 60.0,
+    )  # fmt: skip
+    assert str(back) == str(exc)
+    over = BudgetExceeded("per_day", limit=1.0, spent=1.2)
+    assert over.left == 0.0  # never negative
+
+
+def test_status_lists_every_cap(ledger: Ledger, clock: Clock) -> None:
+    spend(ledger, 0.25, run_id="run-1")
+    spend(ledger, 0.0, spec=FREE)
+    policy = balanced(
+        max_cost_per_call=0.05, max_cost_per_run=1.0, max_cost_per_day=2.0,
+        max_cost_per_provider_per_day={"openai": 0.5},
+    )  # fmt: skip
+    status = BudgetGuard(ledger, clock).status(policy, run_id="run-1", models=[PAID, FREE])
+    assert status == [
+        CapStatus("per_call", 0.05, 0.0),
+        CapStatus("per_run", 1.0, 0.25),
+        CapStatus("per_day", 2.0, 0.25),
+        CapStatus("per_provider_day:openai", 0.5, 0.25),
+        CapStatus("rpd:flash-x", 3, 1),
+    ]
+    assert status[3].left == 0.25
+    assert BudgetGuard(None).status(policy) == [CapStatus("per_call", 0.05, 0.0)]
