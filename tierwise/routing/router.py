@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
 from tierwise.config import Settings, load_settings
+from tierwise.routing.budget import BudgetExceeded, BudgetGuard
 from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
+from tierwise.routing.ledger import Ledger, LedgerRow
 from tierwise.routing.limits import Denied, HealthBoard, LimitName, RateLimiter
 from tierwise.routing.policy import Policy
 from tierwise.routing.providers import ProviderFactory, probe
@@ -76,6 +78,7 @@ class _Request:
     min_tier: Tier | None
     config: RunnableConfig | None
     prompt_tokens: int
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -231,6 +234,7 @@ class ModelRouter:
         health: HealthBoard | None = None,
         snapshot: Snapshot | None = None,
         probe_ttl: float = 60.0,
+        ledger: Ledger | None = None,
     ) -> None:
         """Build a router.
 
@@ -244,6 +248,9 @@ class ModelRouter:
                 probed (keys present, Ollama reachable, embedded installed) at most every
                 ``probe_ttl`` seconds.
             probe_ttl: seconds an availability probe stays valid.
+            ledger: where every attempt is recorded (tokens, cost, latency, outcome) and
+                where the policy's run / day / provider cost caps and free models'
+                daily quotas are read from; ``None``: no record, only per-call caps.
         """
         self.settings = settings if settings is not None else load_settings()
         self.policy = policy if policy is not None else self.settings.policy
@@ -259,6 +266,8 @@ class ModelRouter:
         self._provider_of = {k: s.provider.value for k, s in self.settings.catalog.models.items()}
         self._runnables = _RunnableCache()
         self._redact = self.settings.credentials.redact
+        self.ledger = ledger
+        self.budget = BudgetGuard(ledger)
 
     # ------------------------------------------------------------------ drivers
     def invoke(
@@ -496,6 +505,7 @@ class ModelRouter:
             min_tier=Tier(min_tier) if min_tier is not None else None,
             config=config,
             prompt_tokens=_estimate_tokens(msgs),
+            run_id=_config_value(config, "run_id"),
         )
 
     def _route(self, request: _Request, *, streaming: bool) -> _Route:
@@ -516,17 +526,23 @@ class ModelRouter:
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
+        refusals: list[BudgetExceeded] = []
+        record = self._recorder(request)
+
+        def note(attempt: Attempt) -> None:
+            attempts.append(attempt)
+            record(attempt)
         overflowed = 0  # after a context overflow, windows this small are skipped
         rejected: set[Provider] = set()  # providers that refused their key in this call
 
         for spec in candidates:
             if spec.provider in rejected:
-                attempts.append(_refused(
+                note(_refused(
                     spec, FailureKind.AUTH, f"{spec.provider} rejected its key in this call"
                 ))
                 continue
             if spec.context_window <= overflowed:
-                attempts.append(_refused(
+                note(_refused(
                     spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
                 ))
                 continue
@@ -535,7 +551,7 @@ class ModelRouter:
                 yield _Sleep(permit.retry_after)
                 permit = self.limiter.try_acquire(spec.key, estimate)
             if isinstance(permit, Denied):
-                attempts.append(_refused(
+                note(_refused(
                     spec, FailureKind.RATE_LIMITED,
                     f"local {permit.limit} limit: next permit in {permit.retry_after:.2f}s",
                     retry_after=permit.retry_after,
@@ -548,13 +564,25 @@ class ModelRouter:
             except Exception as exc:  # noqa: BLE001 - this client cannot express the request
                 permit.cancel()
                 reason = classify(exc, redact=self._redact).message
-                attempts.append(_refused(
+                note(_refused(
                     spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
+            held = self.budget.check_quota(spec) or self.budget.reserve(
+                spec,
+                spec.price.cost(request.prompt_tokens, estimate - request.prompt_tokens),
+                request.policy,
+                run_id=request.run_id,
+            )
+            if isinstance(held, BudgetExceeded):
+                permit.cancel()
+                refusals.append(held)
+                note(_refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
+                continue
             if not self.health.allow(spec.key):
                 permit.cancel()
-                attempts.append(_refused(
+                held.release()
+                note(_refused(
                     spec, FailureKind.UNAVAILABLE, "circuit open: a recovery probe is in flight"
                 ))
                 continue
@@ -569,10 +597,11 @@ class ModelRouter:
                 verdict = self._judge(
                     request, spec, outcome, time.perf_counter() - call_started, repair
                 )
-                attempts.append(verdict.attempt)
+                note(verdict.attempt)
                 used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
                 permit.settle(used or estimate)
                 if verdict.failure is None:
+                    held.release()
                     self.health.record_success(spec.key)
                     assert verdict.message is not None
                     return RoutedResult(
@@ -592,6 +621,7 @@ class ModelRouter:
                     HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
                 ]
 
+            held.release()
             failure = verdict.failure
             self._learn(spec, failure)
             if streaming and outcome.shown:
@@ -605,10 +635,31 @@ class ModelRouter:
                     request.operation, attempts,
                     "the request was rejected as malformed, and would be by every model",
                 )
+        if refusals and len(refusals) == len(attempts):  # only money stood in the way
+            raise refusals[0]
         reason = "every candidate failed" if candidates else (
             "no candidate is both allowed by the policy and available now"
         )
         raise NoModelAvailable(request.operation, attempts, reason)
+
+    def _recorder(self, request: _Request) -> Callable[[Attempt], None]:
+        """A function writing one ledger row per attempt of ``request`` (no-op: no ledger)."""
+        ledger = self.ledger
+        if ledger is None:
+            return lambda attempt: None
+        operation, complexity = request.operation.value, request.complexity.value
+        policy, run_id = request.policy, request.run_id
+        thread_id = _config_value(request.config, "thread_id")
+        node = _config_value(request.config, "langgraph_node")
+        escalation = request.min_tier is not None
+
+        def record(attempt: Attempt) -> None:
+            ledger.record(LedgerRow.from_attempt(
+                attempt, operation=operation, complexity=complexity, policy=policy,
+                run_id=run_id, thread_id=thread_id, node=node, escalation=escalation,
+            ))
+
+        return record
 
     def _config(self, spec: ModelSpec, request: _Request) -> RunnableConfig:
         """The caller's run config plus routing metadata, so tracers show the decision."""
@@ -702,6 +753,14 @@ def _accept(
     if not message.tool_calls and not _answer_text(message).strip():
         raise InvalidOutput("empty answer", message=message)
     return message, message
+
+
+def _config_value(config: RunnableConfig | None, name: str) -> str | None:
+    """A run attribute LangGraph/LangChain put in ``configurable`` or ``metadata``."""
+    if not config:
+        return None
+    value = config.get("configurable", {}).get(name) or config.get("metadata", {}).get(name)
+    return str(value) if value is not None else None
 
 
 def _parsed(parse: Runnable[Any, Any], raw: Any) -> dict[str, Any]:
