@@ -319,7 +319,8 @@ def test_no_arguments_shows_help() -> None:
 
 
 @needs_embedded
-def test_console_script_route(tmp_path: Path) -> None:
+def _console(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a user on a fresh machine would: no keys."""
     exe = shutil.which("tierwise") or str(Path(sys.executable).parent / "tierwise")
     assert Path(exe).exists(), "the tierwise console script is not installed"
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "TIERWISE_CONFIG"}
@@ -330,13 +331,14 @@ def test_console_script_route(tmp_path: Path) -> None:
         NO_PROXY="127.0.0.1,localhost",
         COLUMNS="160",
     )
-    proc = subprocess.run(
-        [exe, "route", "classification", "--complexity", "simple", "--policy", "free_first"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return subprocess.run(
+        [exe, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_console_script_route(tmp_path: Path) -> None:
+    proc = _console(
+        tmp_path, "route", "classification", "--complexity", "simple", "--policy", "free_first"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -344,3 +346,46 @@ def test_console_script_route(tmp_path: Path) -> None:
     assert EMBEDDED is not None and EMBEDDED in proc.stdout
     assert "last resort" in proc.stdout
     assert "no key" in proc.stdout
+
+
+def test_console_script_ask_answers_on_the_embedded_model(tmp_path: Path) -> None:
+    proc = _console(tmp_path, "ask", "rewriting", "rewrite clearly: meeting moved monday",
+                    "--max-tokens", "32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["provider"] == "embedded" and answer["tier"] == "local"
+    assert answer["answer"].strip()
+    assert answer["output_tokens"] > 0
+
+
+# ------------------------------------------------------------------ ask
+
+
+def test_ask_routes_through_the_configured_providers(tmp_path: Path) -> None:
+    from tierwise.testing import Fault, Reply, Simulator
+
+    with Simulator() as sim:
+        sim.script("meta-llama/llama-3.3-70b-instruct:free", Fault.server_error(503))
+        sim.script("mistral-small-latest", Reply.text("The meeting is Monday."))
+        config = tmp_path / "sim.toml"
+        config.write_text(sim.toml_snippet())
+        env = {name: value for name, value in sim.environment().items() if name.endswith("_KEY")}
+        result = CliRunner().invoke(
+            app,
+            ["ask", "rewriting", "meeting monday", "--policy", "free_first", "--config",
+             str(config), "--json"],
+            env=env,
+        )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["answer"] == "The meeting is Monday."
+    assert answer["model"] == "mistral-small-free"
+    assert answer["attempts"][0].startswith("openrouter-llama-3.3-70b-free (free): unavailable")
+    for key in env.values():
+        assert key not in result.output
+
+
+def test_ask_refuses_an_empty_prompt() -> None:
+    result = run("ask", "rewriting", "   ")
+    assert result.exit_code != 0
+    assert "empty" in result.output

@@ -40,6 +40,15 @@ ConfigOption = Annotated[
                  "./tierwise.toml, then the user config dir)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+OperationArgument = Annotated[TaskType, typer.Argument(help="The cognitive operation.")]
+ComplexityOption = Annotated[
+    Complexity, typer.Option("--complexity", "-x", help="How hard the instruction is.")
+]
+PolicyOption = Annotated[
+    PolicyMode | None,
+    typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
+]
+MaxTierOption = Annotated[Tier | None, typer.Option("--max-tier", help="Highest tier allowed.")]
 
 
 class _Output:
@@ -84,6 +93,23 @@ def _settings(config: Path | None) -> Iterator[Settings]:
         out.fail(str(exc), "fix the file, or run with --config pointing at another one")
     out.scrub = settings.credentials.redact
     yield settings
+
+
+def _policy(settings: Settings, mode: PolicyMode | None, max_tier: Tier | None) -> Policy:
+    """The configured policy with the command line's mode / tier cap applied."""
+    policy = settings.policy
+    if mode is None and max_tier is None:
+        return policy
+    fields = policy.model_dump()
+    if mode is not None:
+        fields["mode"], fields["max_tier"] = mode, None  # the mode's own default cap
+    if max_tier is not None:
+        fields["max_tier"] = max_tier
+    try:
+        return Policy.model_validate(fields)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        out.fail(f"invalid policy: {problem}", "see `tierwise route --help`")
 
 
 def _price(spec: ModelSpec) -> str:
@@ -164,36 +190,17 @@ def models(
 
 @app.command()
 def route(
-    operation: Annotated[TaskType, typer.Argument(help="The cognitive operation.")],
-    complexity: Annotated[
-        Complexity, typer.Option("--complexity", "-x", help="How hard the instruction is.")
-    ] = Complexity.MODERATE,
-    policy_mode: Annotated[
-        PolicyMode | None,
-        typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
-    ] = None,
-    max_tier: Annotated[
-        Tier | None, typer.Option("--max-tier", help="Highest tier allowed.")
-    ] = None,
+    operation: OperationArgument,
+    complexity: ComplexityOption = Complexity.MODERATE,
+    policy_mode: PolicyOption = None,
+    max_tier: MaxTierOption = None,
     tools: Annotated[bool, typer.Option("--tools", help="The call needs tool calling.")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The candidate chain for one operation, and the reason for every position."""
     with _settings(config) as settings:
-        policy = settings.policy
-        if policy_mode is not None or max_tier is not None:
-            fields = policy.model_dump()
-            if policy_mode is not None:
-                fields["mode"] = policy_mode
-                fields["max_tier"] = None
-            if max_tier is not None:
-                fields["max_tier"] = max_tier
-            try:
-                policy = Policy.model_validate(fields)
-            except ValidationError as exc:
-                problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-                out.fail(f"invalid policy: {problem}", "see `tierwise route --help`")
+        policy = _policy(settings, policy_mode, max_tier)
         snapshot = probe(settings).snapshot(settings.catalog.models)
         explanation = Selector(settings.catalog).explain(
             operation, complexity, policy, snapshot, needs_tools=tools
@@ -280,15 +287,11 @@ def doctor(config: ConfigOption = None) -> None:
 
 @app.command()
 def ask(
-    operation: Annotated[TaskType, typer.Argument(help="The cognitive operation.")],
+    operation: OperationArgument,
     prompt: Annotated[str, typer.Argument(help="What to ask.")],
-    complexity: Annotated[
-        Complexity, typer.Option("--complexity", "-x", help="How hard the instruction is.")
-    ] = Complexity.MODERATE,
-    policy_mode: Annotated[
-        PolicyMode | None,
-        typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
-    ] = None,
+    complexity: ComplexityOption = Complexity.MODERATE,
+    policy_mode: PolicyOption = None,
+    max_tier: MaxTierOption = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -300,10 +303,7 @@ def ask(
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
     with _settings(config) as settings:
-        policy = settings.policy
-        if policy_mode is not None:
-            policy = Policy(mode=policy_mode)
-        router = ModelRouter(settings, policy=policy)
+        router = ModelRouter(settings, policy=_policy(settings, policy_mode, max_tier))
         try:
             result = router.invoke(
                 operation, prompt, complexity=complexity, max_tokens=max_tokens
