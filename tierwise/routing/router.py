@@ -21,7 +21,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -206,6 +206,25 @@ class _RunnableCache:
         self._put(key, schemas, tools)
         return schemas
 
+    def definition_tokens(self, schema: Schema | None, tools: tuple[Any, ...]) -> int:
+        """Estimated prompt tokens of the tool definitions and response schema of a call.
+
+        Providers send them to the model as part of the prompt and bill them as input
+        tokens, so a cost estimate that left them out could let a call cross a cap.
+        """
+        if schema is None and not tools:
+            return 0
+        key = ("definition tokens", id(schema), *map(id, tools))
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            found: int = entry[0]
+            return found
+        definitions = (*tools, schema) if schema is not None else tools
+        tokens = sum(_text_tokens(_definition_text(d)) + 4 for d in definitions)
+        self._put(key, tokens, (schema, tools))
+        return tokens
+
     def _put(self, key: tuple[Any, ...], value: Any, keep_alive: Any) -> None:
         self.entries[key] = (value, keep_alive)
         if len(self.entries) > self.size:
@@ -311,19 +330,22 @@ class ModelRouter:
             max_tokens, min_tier, config,
         ), streaming=False)
         outcome: _Outcome | None = None
-        while True:
-            try:
-                step = route.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            outcome = None
-            if isinstance(step, _Sleep):
-                time.sleep(step.seconds)
-            elif isinstance(step, _Call):
+        try:  # closed however the caller leaves: the route releases what it holds
+            while True:
                 try:
-                    outcome = _Outcome(step.runnable.invoke(step.messages, step.config))
-                except Exception as exc:  # noqa: BLE001 - every failure is classified
-                    outcome = _Outcome(error=exc)
+                    step = route.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                outcome = None
+                if isinstance(step, _Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, _Call):
+                    try:
+                        outcome = _Outcome(step.runnable.invoke(step.messages, step.config))
+                    except Exception as exc:  # noqa: BLE001 - every failure is classified
+                        outcome = _Outcome(error=exc)
+        finally:
+            route.close()
 
     async def ainvoke(
         self,
@@ -346,19 +368,22 @@ class ModelRouter:
             max_tokens, min_tier, config,
         ), streaming=False)
         outcome: _Outcome | None = None
-        while True:
-            try:
-                step = route.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            outcome = None
-            if isinstance(step, _Sleep):
-                await asyncio.sleep(step.seconds)
-            elif isinstance(step, _Call):
+        try:  # closed however the caller leaves: the route releases what it holds
+            while True:
                 try:
-                    outcome = _Outcome(await step.runnable.ainvoke(step.messages, step.config))
-                except Exception as exc:  # noqa: BLE001 - every failure is classified
-                    outcome = _Outcome(error=exc)
+                    step = route.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                outcome = None
+                if isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _Call):
+                    try:
+                        outcome = _Outcome(await step.runnable.ainvoke(step.messages, step.config))
+                    except Exception as exc:  # noqa: BLE001 - every failure is classified
+                        outcome = _Outcome(error=exc)
+        finally:
+            route.close()
 
     def stream(
         self,
@@ -388,31 +413,34 @@ class ModelRouter:
             max_tokens, min_tier, config,
         ), streaming=True)
         outcome: _Outcome | None = None
-        while True:
-            try:
-                step = route.send(outcome)
-            except StopIteration as done:
-                yield StreamEnd(done.value)
-                return
-            outcome = None
-            if isinstance(step, _Sleep):
-                time.sleep(step.seconds)
-            elif isinstance(step, _Notice):
-                yield step.event
-            else:
-                outcome = _Outcome()
-                started = time.perf_counter()
-                held: list[StreamChunk] = []
+        try:  # closed however the caller leaves: the route releases what it holds
+            while True:
                 try:
-                    for chunk in step.runnable.stream(step.messages, step.config):
-                        _collect(outcome, chunk, started)
-                        held.append(StreamChunk(chunk, step.spec))
-                        if outcome.shown or _carries_answer(chunk):
-                            outcome.shown = True
-                            yield from held
-                            held.clear()
-                except Exception as exc:  # noqa: BLE001 - every failure is classified
-                    outcome.error = exc
+                    step = route.send(outcome)
+                except StopIteration as done:
+                    yield StreamEnd(done.value)
+                    return
+                outcome = None
+                if isinstance(step, _Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, _Notice):
+                    yield step.event
+                else:
+                    outcome = _Outcome()
+                    started = time.perf_counter()
+                    held: list[StreamChunk] = []
+                    try:
+                        for chunk in step.runnable.stream(step.messages, step.config):
+                            _collect(outcome, chunk, started)
+                            held.append(StreamChunk(chunk, step.spec))
+                            if outcome.shown or _carries_answer(chunk):
+                                outcome.shown = True
+                                yield from held
+                                held.clear()
+                    except Exception as exc:  # noqa: BLE001 - every failure is classified
+                        outcome.error = exc
+        finally:
+            route.close()
 
     async def astream(
         self,
@@ -434,32 +462,35 @@ class ModelRouter:
             max_tokens, min_tier, config,
         ), streaming=True)
         outcome: _Outcome | None = None
-        while True:
-            try:
-                step = route.send(outcome)
-            except StopIteration as done:
-                yield StreamEnd(done.value)
-                return
-            outcome = None
-            if isinstance(step, _Sleep):
-                await asyncio.sleep(step.seconds)
-            elif isinstance(step, _Notice):
-                yield step.event
-            else:
-                outcome = _Outcome()
-                started = time.perf_counter()
-                held: list[StreamChunk] = []
+        try:  # closed however the caller leaves: the route releases what it holds
+            while True:
                 try:
-                    async for chunk in step.runnable.astream(step.messages, step.config):
-                        _collect(outcome, chunk, started)
-                        held.append(StreamChunk(chunk, step.spec))
-                        if outcome.shown or _carries_answer(chunk):
-                            outcome.shown = True
-                            for event in held:
-                                yield event
-                            held.clear()
-                except Exception as exc:  # noqa: BLE001 - every failure is classified
-                    outcome.error = exc
+                    step = route.send(outcome)
+                except StopIteration as done:
+                    yield StreamEnd(done.value)
+                    return
+                outcome = None
+                if isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _Notice):
+                    yield step.event
+                else:
+                    outcome = _Outcome()
+                    started = time.perf_counter()
+                    held: list[StreamChunk] = []
+                    try:
+                        async for chunk in step.runnable.astream(step.messages, step.config):
+                            _collect(outcome, chunk, started)
+                            held.append(StreamChunk(chunk, step.spec))
+                            if outcome.shown or _carries_answer(chunk):
+                                outcome.shown = True
+                                for event in held:
+                                    yield event
+                                held.clear()
+                    except Exception as exc:  # noqa: BLE001 - every failure is classified
+                        outcome.error = exc
+        finally:
+            route.close()
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> Snapshot:
@@ -504,25 +535,16 @@ class ModelRouter:
             max_tokens=max_tokens,
             min_tier=Tier(min_tier) if min_tier is not None else None,
             config=config,
-            prompt_tokens=_estimate_tokens(msgs),
+            prompt_tokens=(
+                _estimate_tokens(msgs) + self._runnables.definition_tokens(schema, tuple(tools))
+            ),
             run_id=_config_value(config, "run_id"),
         )
 
     def _route(self, request: _Request, *, streaming: bool) -> _Route:
         """Try candidates in order; yields steps, returns the first valid answer."""
         started = time.perf_counter()
-        candidates = self.selector.candidates(
-            request.operation,
-            request.complexity,
-            request.policy,
-            self.snapshot(),
-            needs_tools=bool(request.tools),
-            prompt_tokens=request.prompt_tokens,
-            max_output_tokens=request.max_tokens or 0,
-        )
-        if request.min_tier is not None:
-            floor = request.min_tier.rank
-            candidates = tuple(c for c in candidates if c.tier.rank >= floor)
+        candidates = self._candidates(request)
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
@@ -588,40 +610,60 @@ class ModelRouter:
                 continue
 
             messages, repair = request.messages, False
-            while True:
-                call_started = time.perf_counter()
-                outcome = yield _Call(spec, runnable, messages, self._config(spec, request))
-                assert outcome is not None
-                if parse is not None and outcome.error is None:
-                    outcome.output = _parsed(parse, outcome.output)
-                verdict = self._judge(
-                    request, spec, outcome, time.perf_counter() - call_started, repair
-                )
-                note(verdict.attempt)
-                used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
-                permit.settle(used or estimate)
-                if verdict.failure is None:
-                    held.release()
-                    self.health.record_success(spec.key)
-                    assert verdict.message is not None
-                    return RoutedResult(
-                        request.operation, verdict.value, verdict.message, spec,
-                        tuple(attempts), time.perf_counter() - started,
+            try:  # the estimate is released however the call ends, even if it is abandoned
+                while True:
+                    call_started = time.perf_counter()
+                    outcome = yield _Call(spec, runnable, messages, self._config(spec, request))
+                    assert outcome is not None
+                    if parse is not None and outcome.error is None:
+                        outcome.output = _parsed(parse, outcome.output)
+                    verdict = self._judge(
+                        request, spec, outcome, time.perf_counter() - call_started, repair
                     )
-                if repair or not _repairable(request, verdict):
-                    break
-                retry = self.limiter.try_acquire(spec.key, estimate)
-                if isinstance(retry, Denied):
-                    break
-                assert verdict.message is not None
-                permit, repair = retry, True
-                messages = [
-                    *request.messages,
-                    AIMessage(_answer_text(verdict.message)),
-                    HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
-                ]
+                    note(verdict.attempt)  # the ledger counts the real cost from here on
+                    used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
+                    permit.settle(used or estimate)
+                    held.release()
+                    if verdict.failure is None:
+                        self.health.record_success(spec.key)
+                        assert verdict.message is not None
+                        return RoutedResult(
+                            request.operation, verdict.value, verdict.message, spec,
+                            tuple(attempts), time.perf_counter() - started,
+                        )
+                    if repair or not _repairable(request, verdict):
+                        break
+                    assert verdict.message is not None
+                    messages = [
+                        *request.messages,
+                        AIMessage(_answer_text(verdict.message)),
+                        HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
+                    ]
+                    # The repair is a second paid request: it must fit the caps as well.
+                    repair_prompt = request.prompt_tokens + _estimate_tokens(
+                        messages[len(request.messages):]
+                    )
+                    repair_estimate = estimate - request.prompt_tokens + repair_prompt
+                    retry = self.limiter.try_acquire(spec.key, repair_estimate)
+                    if isinstance(retry, Denied):
+                        break
+                    held = self.budget.reserve(
+                        spec,
+                        spec.price.cost(repair_prompt, estimate - request.prompt_tokens),
+                        request.policy,
+                        run_id=request.run_id,
+                    )
+                    if isinstance(held, BudgetExceeded):
+                        retry.cancel()
+                        note(replace(_refused(
+                            spec, FailureKind.BUDGET_EXCEEDED, f"no schema repair: {held}"
+                        ), repair=True))
+                        break
+                    permit, repair = retry, True
+            finally:
+                if not isinstance(held, BudgetExceeded):
+                    held.release()
 
-            held.release()
             failure = verdict.failure
             self._learn(spec, failure)
             if streaming and outcome.shown:
@@ -641,6 +683,36 @@ class ModelRouter:
             "no candidate is both allowed by the policy and available now"
         )
         raise NoModelAvailable(request.operation, attempts, reason)
+
+    def _candidates(self, request: _Request) -> tuple[ModelSpec, ...]:
+        """The selector's chain for ``request``, without the tiers below ``min_tier``.
+
+        The selector leaves out models whose estimate is over the per-call cap. When that
+        leaves nothing, the chain is taken without the cap and each model is refused by
+        the budget guard instead, so the caller gets :class:`BudgetExceeded` (which cap,
+        what it allows) and the ledger records the refusals, as for every other cap.
+        """
+        snapshot = self.snapshot()
+
+        def select(policy: Policy) -> tuple[ModelSpec, ...]:
+            found = self.selector.candidates(
+                request.operation,
+                request.complexity,
+                policy,
+                snapshot,
+                needs_tools=bool(request.tools),
+                prompt_tokens=request.prompt_tokens,
+                max_output_tokens=request.max_tokens or 0,
+            )
+            if request.min_tier is not None:
+                floor = request.min_tier.rank
+                found = tuple(c for c in found if c.tier.rank >= floor)
+            return found
+
+        candidates = select(request.policy)
+        if not candidates and request.policy.max_cost_per_call is not None:
+            candidates = select(request.policy.model_copy(update={"max_cost_per_call": None}))
+        return candidates
 
     def _recorder(self, request: _Request) -> Callable[[Attempt], None]:
         """A function writing one ledger row per attempt of ``request`` (no-op: no ledger)."""
@@ -924,6 +996,22 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
     chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content))
                 for m in messages)
     return chars // 4 + 4 * len(messages)
+
+
+def _text_tokens(text: str) -> int:
+    """4 characters per token, rounded up (as :func:`_estimate_tokens` counts text)."""
+    return (len(text) + 3) // 4
+
+
+def _definition_text(definition: Any) -> str:
+    """A tool or schema as the JSON a provider receives (name, description, parameters)."""
+    try:
+        return json.dumps(convert_to_openai_tool(definition))
+    except Exception:  # noqa: BLE001 - a provider's built-in tool, a bare JSON schema...
+        try:
+            return json.dumps(definition, default=str)
+        except (TypeError, ValueError):
+            return str(definition)
 
 
 def _refused(
