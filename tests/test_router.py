@@ -1060,7 +1060,7 @@ def test_provider_built_in_tools_are_not_checked_against_function_schemas(
     ],
 )
 def test_tool_call_arguments_are_checked_against_the_tool_schema(args: Any, problem: str) -> None:
-    from tierwise.routing.router import _json_problem
+    from tierwise.routing.answers import json_problem as _json_problem
 
     schema = {
         "type": "object",
@@ -1133,8 +1133,8 @@ def test_min_tier_filters_lower_tiers(simulator: Simulator) -> None:
 def test_check_finished_reads_every_providers_finish_reason(
     metadata: dict[str, Any], extra: dict[str, Any], problem: str | None
 ) -> None:
+    from tierwise.routing.answers import check_finished as _check_finished
     from tierwise.routing.errors import InvalidOutput
-    from tierwise.routing.router import _check_finished
 
     message = AIMessage("an answer", response_metadata=metadata, additional_kwargs=extra)
     if problem is None:

@@ -32,6 +32,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
 from tierwise.config import Settings, load_settings
+from tierwise.routing.answers import (
+    SchemaViolation,
+    accept,
+    answer_text,
+    content_text,
+    parse_raw,
+)
 from tierwise.routing.budget import BudgetExceeded, BudgetGuard
 from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
@@ -60,8 +67,6 @@ _REPAIR_PROMPT = (
 )
 #: A schema is a pydantic class, a TypedDict or a JSON-schema dict.
 Schema = type[BaseModel] | type | Mapping[str, Any]
-#: Finish reasons that mean the provider cut the answer short or withheld it.
-_BAD_FINISH = frozenset({"content_filter", "safety", "recitation", "blocklist", "refusal"})
 
 
 @dataclass(slots=True)
@@ -616,7 +621,7 @@ class ModelRouter:
                     outcome = yield _Call(spec, runnable, messages, self._config(spec, request))
                     assert outcome is not None
                     if parse is not None and outcome.error is None:
-                        outcome.output = _parsed(parse, outcome.output)
+                        outcome.output = parse_raw(parse, outcome.output)
                     verdict = self._judge(
                         request, spec, outcome, time.perf_counter() - call_started, repair
                     )
@@ -636,7 +641,7 @@ class ModelRouter:
                     assert verdict.message is not None
                     messages = [
                         *request.messages,
-                        AIMessage(_answer_text(verdict.message)),
+                        AIMessage(answer_text(verdict.message)),
                         HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
                     ]
                     # The repair is a second paid request: it must fit the caps as well.
@@ -761,7 +766,13 @@ class ModelRouter:
         if error is None:
             tools = self._runnables.tool_schemas(request.tools) if request.tools else None
             try:
-                value, message = _accept(request, outcome.output, tools)
+                value, message = accept(
+                    outcome.output,
+                    structured=request.schema is not None,
+                    tools_bound=bool(request.tools),
+                    tool_choice=request.tool_choice,
+                    tools=tools,
+                )
             except InvalidOutput as exc:
                 error = exc
                 message = exc.message
@@ -780,7 +791,7 @@ class ModelRouter:
             repair=repair,
         )
         return _Verdict(
-            attempt, failure, value, message, repairable=isinstance(error, _SchemaViolation)
+            attempt, failure, value, message, repairable=isinstance(error, SchemaViolation)
         )
 
     def _learn(self, spec: ModelSpec, failure: Failure) -> None:
@@ -794,39 +805,6 @@ class ModelRouter:
         self.health.record_failure(spec.key, kind.value)
 
 
-class _SchemaViolation(InvalidOutput):
-    """A finished answer that does not parse into the schema: what one repair may fix."""
-
-
-def _accept(
-    request: _Request, output: Any, tools: Mapping[str, Mapping[str, Any]] | None
-) -> tuple[Any, AIMessage]:
-    """The value and message of a good answer; :class:`InvalidOutput` for a bad one."""
-    if request.schema is not None:
-        raw = output.get("raw") if isinstance(output, Mapping) else None
-        message = _as_ai_message(raw)
-        _check_finished(message)  # a truncated or withheld answer is not worth a repair
-        error = output.get("parsing_error") if isinstance(output, Mapping) else None
-        parsed = output.get("parsed") if isinstance(output, Mapping) else None
-        if error is not None or parsed is None:
-            reason = f"schema violation: {error}" if error is not None else "no parsable answer"
-            raise _SchemaViolation(reason, message=message)
-        return parsed, message
-    message = _as_ai_message(output)
-    _check_finished(message)
-    if request.tools:
-        if message.invalid_tool_calls:
-            raise InvalidOutput("malformed tool call arguments", message=message)
-        if request.tool_choice not in (None, "auto", "none") and not message.tool_calls:
-            raise InvalidOutput("a tool call was required but none was made", message=message)
-        problem = _tool_call_problem(message, tools) if tools is not None else ""
-        if problem:
-            raise InvalidOutput(f"invalid tool call: {problem}", message=message)
-    if not message.tool_calls and not _answer_text(message).strip():
-        raise InvalidOutput("empty answer", message=message)
-    return message, message
-
-
 def _config_value(config: RunnableConfig | None, name: str) -> str | None:
     """A run attribute LangGraph/LangChain put in ``configurable`` or ``metadata``."""
     if not config:
@@ -835,102 +813,18 @@ def _config_value(config: RunnableConfig | None, name: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def _parsed(parse: Runnable[Any, Any], raw: Any) -> dict[str, Any]:
-    """``raw`` and its parse, shaped like ``with_structured_output(include_raw=True)``."""
-    try:
-        return {"raw": raw, "parsed": parse.invoke(raw), "parsing_error": None}
-    except Exception as exc:  # noqa: BLE001 - a parse failure is the model's invalid output
-        return {"raw": raw, "parsed": None, "parsing_error": exc}
-
-
-def _check_finished(message: AIMessage) -> None:
-    """A truncated stream or a refusal is not an answer."""
-    meta = message.response_metadata
-    finish = meta.get("finish_reason") or meta.get("done_reason")
-    if finish is None and not meta.get("done"):
-        raise InvalidOutput("truncated: the answer has no finish reason", message=message)
-    if isinstance(finish, str) and finish.lower() in _BAD_FINISH:
-        raise InvalidOutput(f"withheld by the provider ({finish})", message=message)
-    if message.additional_kwargs.get("refusal"):
-        raise InvalidOutput("the model refused", message=message)
-
-
-def _tool_call_problem(message: AIMessage, tools: Mapping[str, Mapping[str, Any]]) -> str:
-    """Why a tool call does not fit the bound tools (unknown name, bad arguments), or ``""``."""
-    for call in message.tool_calls:
-        schema = tools.get(call["name"])
-        if schema is None:
-            return f"no bound tool is called {call['name']!r}"
-        problem = _json_problem(call["args"], schema, "")
-        if problem:
-            return f"{call['name']}: {problem}"
-    return ""
-
-
-_JSON_TYPES: Mapping[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int, float),  # some clients turn every JSON number into a float
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-
-
-def _json_problem(value: Any, schema: Mapping[str, Any], path: str) -> str:
-    """What makes ``value`` break ``schema`` (types, required, enums, extras), or ``""``.
-
-    A deliberately small subset of JSON Schema, enough to tell a tool call that fits its
-    tool from one that does not; what it does not know (``$ref``, ``anyOf``...) passes.
-    """
-    where = path or "arguments"
-    expected = schema.get("type")
-    if isinstance(expected, str) and expected in _JSON_TYPES:
-        ok = isinstance(value, _JSON_TYPES[expected]) and not (
-            isinstance(value, bool) and expected in ("integer", "number")
-        )
-        if ok and expected == "integer" and isinstance(value, float):
-            ok = value.is_integer()
-        if not ok:
-            return f"{where} should be {expected}, got {type(value).__name__}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{where} should be one of {schema['enum']}"
-    if isinstance(value, dict):
-        properties = schema.get("properties") or {}
-        missing = [name for name in schema.get("required") or () if name not in value]
-        if missing:
-            return f"{where} lack required {', '.join(map(repr, missing))}"
-        if schema.get("additionalProperties") is False:
-            extra = [name for name in value if name not in properties]
-            if extra:
-                return f"{where} have unexpected {', '.join(map(repr, extra))}"
-        for name, item in value.items():
-            sub = properties.get(name)
-            if isinstance(sub, Mapping):
-                problem = _json_problem(item, sub, f"{path}.{name}" if path else name)
-                if problem:
-                    return problem
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            problem = _json_problem(item, schema["items"], f"{where}[{index}]")
-            if problem:
-                return problem
-    return ""
-
-
 def _repairable(request: _Request, verdict: _Verdict) -> bool:
     return (
         request.schema is not None
         and verdict.repairable
         and verdict.message is not None
-        and bool(_answer_text(verdict.message).strip())
+        and bool(answer_text(verdict.message).strip())
     )
 
 
 def _carries_answer(chunk: AIMessageChunk) -> bool:
     """Whether a streamed chunk holds part of the answer (text or a tool call)."""
-    return bool(_content_text(chunk.content) or chunk.tool_call_chunks)
+    return bool(content_text(chunk.content) or chunk.tool_call_chunks)
 
 
 def _collect(outcome: _Outcome, chunk: AIMessageChunk, started: float) -> None:
@@ -938,7 +832,7 @@ def _collect(outcome: _Outcome, chunk: AIMessageChunk, started: float) -> None:
     if outcome.time_to_first_token is None:
         outcome.time_to_first_token = time.perf_counter() - started
     outcome.output = chunk if outcome.output is None else outcome.output + chunk
-    outcome.emitted += _content_text(chunk.content)
+    outcome.emitted += content_text(chunk.content)
 
 
 def _as_messages(messages: LanguageModelInput) -> list[BaseMessage]:
@@ -949,39 +843,6 @@ def _as_messages(messages: LanguageModelInput) -> list[BaseMessage]:
     from langchain_core.messages import convert_to_messages
 
     return convert_to_messages(messages)
-
-
-def _as_ai_message(output: Any) -> AIMessage:
-    if isinstance(output, AIMessageChunk):
-        return AIMessage(
-            content=output.content,
-            additional_kwargs=output.additional_kwargs,
-            response_metadata=output.response_metadata,
-            tool_calls=output.tool_calls,
-            invalid_tool_calls=output.invalid_tool_calls,
-            usage_metadata=output.usage_metadata,
-            id=output.id,
-        )
-    if isinstance(output, AIMessage):
-        return output
-    raise InvalidOutput("no answer", message=None)
-
-
-def _content_text(content: str | list[str | dict[Any, Any]]) -> str:
-    """A message content as text: a string, or the text parts of a list."""
-    if isinstance(content, str):
-        return content
-    return "".join(
-        part if isinstance(part, str) else str(part.get("text", "")) for part in content
-    )
-
-
-def _answer_text(message: AIMessage) -> str:
-    """The answer as text: content, or the first tool call's arguments as JSON."""
-    content = _content_text(message.content)
-    if not content and message.tool_calls:
-        return json.dumps(message.tool_calls[0]["args"])
-    return content
 
 
 def _usage(message: AIMessage | None) -> tuple[int, int]:
