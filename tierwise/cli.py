@@ -7,12 +7,15 @@ everything printed passes through the secret scrubber, so a key never reaches th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +28,9 @@ from tierwise.routing.catalog import Complexity, ModelSpec, TaskType, Tier
 from tierwise.routing.policy import Policy, PolicyMode
 from tierwise.routing.providers import Availability, probe
 from tierwise.routing.selector import Selector
+
+if TYPE_CHECKING:
+    from tierwise.routing.ledger import Ledger
 
 app = typer.Typer(
     name="tierwise",
@@ -49,6 +55,10 @@ PolicyOption = Annotated[
     typer.Option("--policy", "-p", help="Policy mode (default: the configured policy)."),
 ]
 MaxTierOption = Annotated[Tier | None, typer.Option("--max-tier", help="Highest tier allowed.")]
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option("--ledger", help="Ledger file (default: $TIERWISE_LEDGER or the user data dir)."),
+]
 
 
 class _Output:
@@ -293,6 +303,10 @@ def ask(
     policy_mode: PolicyOption = None,
     max_tier: MaxTierOption = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    ledger_path: LedgerOption = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
+    ] = True,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -302,14 +316,21 @@ def ask(
 
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
-    with _settings(config) as settings:
-        router = ModelRouter(settings, policy=_policy(settings, policy_mode, max_tier))
+    from tierwise.routing.budget import BudgetExceeded
+    from tierwise.routing.ledger import Ledger, default_ledger_path
+
+    with _settings(config) as settings, (
+        Ledger(ledger_path or default_ledger_path()) if record else nullcontext()
+    ) as ledger:
+        router = ModelRouter(
+            settings, policy=_policy(settings, policy_mode, max_tier), ledger=ledger
+        )
         try:
             result = router.invoke(
                 operation, prompt, complexity=complexity, max_tokens=max_tokens
             )
-        except NoModelAvailable as exc:
-            out.fail(str(exc), "run `tierwise doctor` to see which providers are usable")
+        except (NoModelAvailable, BudgetExceeded) as exc:
+            out.fail(str(exc), "run `tierwise doctor` / `tierwise budget` to see why")
         if as_json:
             out.json({"answer": result.message.content, **result.provenance()})
             return
@@ -328,6 +349,104 @@ def ask(
         local = " (in-process embedded model)" if result.spec.provider.value == "embedded" else ""
         out.line(f"[bold]answer[/] from {result.model} ({result.tier.value}){local}:")
         out.line(str(result.message.content).strip())
+
+
+@app.command()
+def stats(
+    since: Annotated[
+        str, typer.Option(help="Window: 30m, 24h, 7d, or a date (2026-11-01).")
+    ] = "24h",
+    operation: Annotated[
+        TaskType | None, typer.Option("--operation", "-o", help="Only this operation.")
+    ] = None,
+    tier: Annotated[Tier | None, typer.Option(help="Only this tier.")] = None,
+    ledger_path: LedgerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per operation and model: calls, success, fallbacks caused, latency, tokens, spend."""
+    ledger = _open_ledger(ledger_path)
+    with ledger:
+        rows = ledger.stats(
+            since=_since(since),
+            operation=operation.value if operation else None,
+            tier=tier.value if tier else None,
+        )
+    if as_json:
+        out.json([dataclasses.asdict(row) for row in rows])
+        return
+    table = Table(title=f"tierwise stats, last {since}")
+    for column in ("operation", "model", "tier", "calls", "success", "fallbacks caused",
+                   "p50 / p95", "tokens in/out", "spend"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.operation, row.model, row.tier, str(row.calls),
+            "-" if row.success_rate is None else f"{row.success_rate:.0%}",
+            str(row.fallbacks_caused),
+            _latencies(row.p50_latency, row.p95_latency),
+            f"{row.input_tokens}/{row.output_tokens}", f"${row.spend:.6f}",
+        )
+    out.table(table)
+    if not rows:
+        out.line("no attempts recorded in this window")
+
+
+@app.command()
+def budget(
+    ledger_path: LedgerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The configured cost caps and free models' daily quotas: limit, spent today, left."""
+    from tierwise.routing.budget import BudgetGuard
+
+    with _settings(config) as settings:
+        ledger = _open_ledger(ledger_path)
+        with ledger:
+            quota_models = [s for s in settings.catalog if s.limits.rpd is not None]
+            caps = BudgetGuard(ledger).status(settings.policy, models=quota_models)
+    if as_json:
+        out.json([{"cap": c.cap, "limit": c.limit, "spent": c.spent, "left": c.left}
+                  for c in caps])
+        return
+    table = Table(title="tierwise budget (today, UTC)")
+    for column in ("cap", "limit", "spent", "left"):
+        table.add_column(column)
+    for cap in caps:
+        unit = "{:g} requests" if cap.cap.startswith("rpd:") else "${:.4f}"
+        table.add_row(cap.cap, *(unit.format(v) for v in (cap.limit, cap.spent, cap.left)))
+    out.table(table)
+    if not any(not c.cap.startswith("rpd:") for c in caps):
+        out.line("no cost caps configured: set max_cost_per_day etc. in tierwise.toml")
+
+
+def _open_ledger(path: Path | None) -> Ledger:
+    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+
+    target = path or default_ledger_path()
+    if not target.is_file():
+        out.fail(f"no ledger at {target}", "`tierwise ask` records into it, or pass --ledger")
+    try:
+        return Ledger(target)
+    except LedgerError as exc:
+        out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
+
+
+def _since(text: str) -> float:
+    """``30m`` / ``24h`` / ``7d`` ago, or a date, as a unix time."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        out.fail(f"invalid --since {text!r}", "use 30m, 24h, 7d or a date like 2026-11-01")
+
+
+def _latencies(p50: float | None, p95: float | None) -> str:
+    if p50 is None or p95 is None:
+        return "-"
+    return f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms"
 
 
 @app.command()
