@@ -26,7 +26,7 @@ from rich.table import Table
 from tierwise.config import ConfigError, Settings, load_settings
 from tierwise.routing.catalog import Complexity, ModelSpec, TaskType, Tier
 from tierwise.routing.policy import Policy, PolicyMode
-from tierwise.routing.providers import Availability, probe
+from tierwise.routing.providers import probe
 from tierwise.routing.selector import Selector
 
 if TYPE_CHECKING:
@@ -138,10 +138,6 @@ def _limits(spec: ModelSpec) -> str:
     return ", ".join(parts) or "-"
 
 
-def _status(availability: Availability, spec: ModelSpec) -> tuple[bool, str]:
-    return availability.model_ready(spec)
-
-
 @app.command()
 def models(
     operation: Annotated[
@@ -159,11 +155,11 @@ def models(
         for op in ops:
             for tier in Tier:
                 for spec in catalog.chain(op, tier):
-                    ready, why = _status(availability, spec)
+                    ready, why = availability.model_ready(spec)
                     rows.append((op, spec, ready, why))
             if catalog.embedded:
                 spec = catalog.models[catalog.embedded]
-                ready, why = _status(availability, spec)
+                ready, why = availability.model_ready(spec)
                 rows.append((op, spec, ready, why))
         if as_json:
             out.json([
