@@ -11,6 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tierwise.config import ConfigError, Credentials, ProviderConfig, Settings, load_settings
+    from tierwise.graphs import (
+        PipelineResult,
+        build_extraction,
+        build_instruction_pipeline,
+        build_triage,
+        sqlite_checkpointer,
+    )
+    from tierwise.nodes.context import RunContext
     from tierwise.routing.catalog import (
         Catalog,
         Complexity,
@@ -49,6 +57,12 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("RoutedChatModel", "StreamInterrupted"), "tierwise.routing.chat_model"),
     "FailureKind": "tierwise.routing.errors",
+    **dict.fromkeys(
+        ("PipelineResult", "build_extraction", "build_instruction_pipeline", "build_triage",
+         "sqlite_checkpointer"),
+        "tierwise.graphs",
+    ),
+    "RunContext": "tierwise.nodes.context",
     **dict.fromkeys(("OperationOverride", "Policy", "PolicyMode"), "tierwise.routing.policy"),
     **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.routing.providers"),
     **dict.fromkeys(
@@ -74,12 +88,14 @@ __all__ = [
     "OperationOverride",
     "Policy",
     "PolicyMode",
+    "PipelineResult",
     "Price",
     "Provider",
     "ProviderConfig",
     "ProviderFactory",
     "RoutedChatModel",
     "RoutedResult",
+    "RunContext",
     "Selector",
     "Settings",
     "Snapshot",
@@ -89,9 +105,13 @@ __all__ = [
     "StreamRestart",
     "TaskType",
     "Tier",
+    "build_extraction",
+    "build_instruction_pipeline",
+    "build_triage",
     "load_default_catalog",
     "load_settings",
     "probe",
+    "sqlite_checkpointer",
 ]
 
 

@@ -1,0 +1,147 @@
+"""Conditional escalation edges: continue, or rerun the judged step on a higher tier.
+
+After a node whose output can be judged, an edge asks the judge (a deterministic check or
+the verdict a judge node wrote into the state) whether the output is good enough. If not,
+and the step may still escalate — it has not used up the run's ``max_escalations``, its
+last answer came from a routed tier, and the policy allows a tier above that one for the
+step's operation — the edge goes back to the step's producer node, which then asks for a
+tier above its last answer (``nodes.base.escalation_floor``). Otherwise the graph goes
+on with the result it has, and :func:`escalation_log` marks it best effort.
+
+Everything here is derived from the state's report, so a resumed run decides the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from tierwise.graphs.state import Escalation
+from tierwise.nodes.base import UNROUTED, ReportEntry, latest_entry, runs_of
+from tierwise.nodes.context import RunContext
+from tierwise.routing.catalog import Complexity, TaskType, Tier
+from tierwise.routing.policy import Policy
+
+__all__ = ["Judge", "Stage", "escalation_edge", "escalation_log", "may_escalate"]
+
+#: Where a graph goes when a stage passes: a function of the state.
+Next = Callable[[Mapping[str, Any]], str | list[Send]]
+
+#: A judge: the state and run context in, what is wrong out (``None``: good enough).
+Judge = Callable[[Mapping[str, Any], RunContext], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A judged step of a graph: who produced the output, who judged it, and how."""
+
+    producer: str
+    operation: TaskType
+    judge: Judge
+    judged_by: str
+
+
+def may_escalate(
+    report: Sequence[ReportEntry],
+    stage: Stage,
+    step: int | None,
+    context: RunContext,
+    policy: Policy,
+    complexity: Complexity,
+) -> tuple[bool, str]:
+    """Whether ``stage``'s producer may answer again on a higher tier, and if not, why."""
+    last = latest_entry(report, stage.producer, step)
+    if last is None:
+        return False, "the step never answered"
+    if last["status"] == "failed":
+        return False, f"the escalated call failed ({last['detail']})"
+    if last["tier"] in (None, UNROUTED):
+        return False, "the model is not routed, so there is no higher tier"
+    if runs_of(report, stage.producer, step) > context.max_escalations:
+        return False, f"max_escalations ({context.max_escalations}) reached"
+    rank = Tier(str(last["tier"])).rank
+    if not any(t.rank > rank for t in policy.allowed_tiers(stage.operation, complexity)):
+        return False, f"the policy allows no tier above {last['tier']}"
+    return True, ""
+
+
+def escalation_edge(
+    stage: Stage, then: str | Next, default_policy: Policy
+) -> Callable[[Mapping[str, Any], Runtime[RunContext]], str | list[Send]]:
+    """A conditional edge after ``stage.judged_by``: back to the producer, or on to ``then``.
+
+    ``then`` is a node name or a function of the state (e.g. one returning ``Send``s).
+    ``default_policy`` is the router's, for runs whose context names no policy.
+    """
+
+    def go_on(state: Mapping[str, Any]) -> str | list[Send]:
+        return then if isinstance(then, str) else then(state)
+
+    def escalate_or_continue(
+        state: Mapping[str, Any], runtime: Runtime[RunContext]
+    ) -> str | list[Send]:
+        context = runtime.context if isinstance(runtime.context, RunContext) else RunContext()
+        if stage.judge(state, context) is None:
+            return go_on(state)
+        allowed, _ = may_escalate(
+            state.get("report") or (), stage, state.get("step"), context,
+            context.policy or default_policy, Complexity(state.get("complexity") or "moderate"),
+        )
+        return stage.producer if allowed else go_on(state)
+
+    escalate_or_continue.__name__ = f"after_{stage.judged_by}"
+    return escalate_or_continue
+
+
+def escalation_log(
+    state: Mapping[str, Any],
+    stages: Sequence[Stage],
+    context: RunContext,
+    default_policy: Policy,
+) -> list[Escalation]:
+    """The escalation decisions behind ``state``, for the routing report.
+
+    Per producer: one ``escalated`` record per rerun (with the verdict that caused it)
+    and one ``kept`` record when its final output still fails one of its judges.
+    """
+    report: Sequence[ReportEntry] = state.get("report") or ()
+    step = state.get("step")
+    complexity = Complexity(state.get("complexity") or "moderate")
+    policy = context.policy or default_policy
+    log: list[Escalation] = []
+    for producer in dict.fromkeys(s.producer for s in stages):
+        judged = [s for s in stages if s.producer == producer]
+        voices = {producer, *(s.judged_by for s in judged)}
+        runs = [e for e in report if e["node"] == producer and e["step"] == step]
+        for before, after in zip(runs, runs[1:], strict=False):
+            log.append(Escalation(
+                node=producer, step=step, decision="escalated",
+                reason=_cause(report, after, voices, step),
+                from_tier=before["tier"], to_tier=after["tier"],
+                note="" if after["status"] == "ok" else f"failed: {after['detail']}",
+            ))
+        problems = [p for s in judged if runs and (p := s.judge(state, context)) is not None]
+        if problems:
+            _, why = may_escalate(report, judged[0], step, context, policy, complexity)
+            log.append(Escalation(
+                node=producer, step=step, decision="kept", reason=problems[0],
+                from_tier=runs[-1]["tier"], note=f"best effort: {why}",
+            ))
+    return log
+
+
+def _cause(
+    report: Sequence[ReportEntry], rerun: ReportEntry, voices: set[str], step: int | None
+) -> str:
+    """The last verdict a judge (or the producer itself) recorded before ``rerun``."""
+    cause = ""
+    for entry in report:
+        if entry is rerun:
+            break
+        if entry["step"] == step and entry["node"] in voices and entry["detail"]:
+            cause = entry["detail"]
+    return cause or "judged not good enough"

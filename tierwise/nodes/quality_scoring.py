@@ -1,0 +1,71 @@
+"""``quality_scoring``: a 0-10 score on the rubric (8-10 excellent, 4-7 good, 0-3 poor).
+
+A score below the run's ``quality_threshold`` sends the scored step back to a higher tier
+(see ``graphs.escalation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
+from tierwise.prompts.quality_scoring import SCORE
+from tierwise.routing.catalog import TaskType
+
+__all__ = ["QualityNode", "QualityScore", "quality_scoring_node"]
+
+
+class QualityScore(BaseModel):
+    """A rubric score and the reasons for it."""
+
+    score: int = Field(ge=0, le=10, description="0-10: 8-10 excellent, 4-7 good, 0-3 poor.")
+    reasons: list[str] = Field(default_factory=list, max_length=3,
+                               description="Up to three short reasons.")
+
+    @property
+    def band(self) -> Literal["excellent", "good", "poor"]:
+        """The rubric band of the score."""
+        return "excellent" if self.score >= 8 else "good" if self.score >= 4 else "poor"
+
+
+class QualityNode(OperationNode):
+    """Scores the state values at ``subject_keys`` against ``task``."""
+
+    operation = TaskType.QUALITY_SCORING
+    schema = QualityScore
+    prompt = SCORE
+    max_tokens = 80
+    judge = True
+
+    def verdict(self, value: Any) -> str:
+        """The score and its band."""
+        return f"score {value.score}/10 ({value.band})"
+
+    def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The task and the output being scored."""
+        task, *subject = self.reads
+        return {"task": render(state[task]), "subject": render_keys(state, subject) or "(empty)"}
+
+
+def quality_scoring_node(
+    model: ModelLike | None = None,
+    *,
+    input_key: str = "task",
+    subject_keys: Sequence[str] = ("parameters", "tool_call", "tool_result"),
+    output_key: str = "quality",
+    name: str = "score",
+) -> QualityNode:
+    """A node scoring the values at ``subject_keys`` for the task at ``input_key``.
+
+    Reads ``input_key`` and ``subject_keys``; writes ``output_key`` (:class:`QualityScore`)
+    and a ``report`` entry.
+
+    Example:
+        >>> quality_scoring_node(model="smollm2-135m", input_key="instruction",
+        ...                      subject_keys=("rewrite",)).reads
+        ('instruction', 'rewrite')
+    """
+    return QualityNode(model, name=name, reads=(input_key, *subject_keys), writes=(output_key,))

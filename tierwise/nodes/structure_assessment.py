@@ -1,0 +1,75 @@
+"""``structure_assessment``: is an output well-formed and complete, with the defects named.
+
+The assessment is a judgement the pipeline acts on: an incomplete or malformed output
+sends the step that produced it back to a higher tier (see ``graphs.escalation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
+from tierwise.prompts.structure_assessment import ASSESS
+from tierwise.routing.catalog import TaskType
+
+__all__ = ["AssessmentNode", "StructureAssessment", "structure_assessment_node"]
+
+
+class StructureAssessment(BaseModel):
+    """Whether the output has the right shape, and what is wrong with it."""
+
+    well_formed: bool = Field(description="The output has the expected shape and types.")
+    complete: bool = Field(description="Nothing the task needs is missing.")
+    defects: list[str] = Field(default_factory=list, max_length=4,
+                               description="Each defect, briefly.")
+
+    @property
+    def passed(self) -> bool:
+        """Well-formed and complete."""
+        return self.well_formed and self.complete
+
+
+class AssessmentNode(OperationNode):
+    """Assesses the structure of the state values at ``subject_keys`` for ``task``."""
+
+    operation = TaskType.STRUCTURE_ASSESSMENT
+    schema = StructureAssessment
+    prompt = ASSESS
+    max_tokens = 80
+    judge = True
+
+    def verdict(self, value: Any) -> str:
+        """``passed``, or what is wrong."""
+        if value.passed:
+            return "passed"
+        what = "malformed" if not value.well_formed else "incomplete"
+        return f"{what}: {'; '.join(value.defects)}" if value.defects else what
+
+    def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The task and the output under assessment."""
+        task, *subject = self.reads
+        return {"task": render(state[task]), "subject": render_keys(state, subject) or "(empty)"}
+
+
+def structure_assessment_node(
+    model: ModelLike | None = None,
+    *,
+    input_key: str = "task",
+    subject_keys: Sequence[str] = ("parameters", "tool_call", "tool_result"),
+    output_key: str = "structure",
+    name: str = "assess",
+) -> AssessmentNode:
+    """A node assessing whether the values at ``subject_keys`` are well-formed and complete.
+
+    Reads ``input_key`` and ``subject_keys``; writes ``output_key``
+    (:class:`StructureAssessment`) and a ``report`` entry.
+
+    Example:
+        >>> structure_assessment_node(model="smollm2-135m", subject_keys=("draft",)).reads
+        ('task', 'draft')
+    """
+    return AssessmentNode(model, name=name, reads=(input_key, *subject_keys),
+                          writes=(output_key,))

@@ -1,0 +1,11 @@
+"""Prompt for ``classification``: one label from a given set, plus the complexity."""
+
+from langchain_core.prompts import ChatPromptTemplate
+
+CLASSIFY = ChatPromptTemplate.from_messages([
+    ("system",
+     "Classify the instruction. Choose exactly one label from: {labels}.\n"
+     "Complexity: simple = one obvious action; moderate = a few steps or some judgement; "
+     "complex = many steps, research or trade-offs."),
+    ("human", "{instruction}"),
+])

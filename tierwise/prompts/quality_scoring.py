@@ -1,0 +1,11 @@
+"""Prompt for ``quality_scoring``: a 0-10 score on the rubric, with reasons."""
+
+from langchain_core.prompts import ChatPromptTemplate
+
+SCORE = ChatPromptTemplate.from_messages([
+    ("system",
+     "Score how well the output serves the task, 0 to 10: 8-10 excellent (correct, "
+     "complete, clear), 4-7 good (usable, some gaps), 0-3 poor (wrong or unusable). "
+     "Give up to three short reasons."),
+    ("human", "Task: {task}\nOutput:\n{subject}"),
+])
