@@ -17,6 +17,11 @@ call (the first variant rotating per run) so drift hits them alike. Measured:
    ``primary.with_fallbacks([fallback])`` over default clients; the same with a schema
    (bare clients: ``with_structured_output(schema)``, as a user writes it).
    Target: router - bare client <= 0.3 ms.
+   With a ledger vs without, in the same runs: the router with no ledger, with a ledger
+   (every attempt recorded; dynamic model selection reading the ledger's record for its
+   snapshot at most every 2 s) and with a ledger but no dynamic selection
+   (``demotion=None``); then what one refresh of the record costs (the one call in ~2 s
+   that pays for it).
 2. Failover, from the call to the fallback's answer, when the primary answers 429
    (``Retry-After: 30``), 503, or nothing at all (read timeout). The router is measured on
    its first failover (a fresh limiter and circuit breaker; clients and selector warm, so
@@ -58,9 +63,10 @@ from pydantic import BaseModel
 from benchmarks._stats import Spread
 from tierwise.config import Credentials, ProviderConfig, Settings
 from tierwise.routing.catalog import Catalog, Provider, TaskType
+from tierwise.routing.ledger import Ledger
 from tierwise.routing.policy import Policy
 from tierwise.routing.providers import ProviderFactory
-from tierwise.routing.router import ModelRouter
+from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter
 from tierwise.routing.selector import Selector, Snapshot
 from tierwise.testing import isolated_environment
 from tierwise.testing.simulator import DUMMY_KEYS
@@ -190,7 +196,7 @@ class Bench:
     def router(self, primary: str, **kwargs: Any) -> ModelRouter:
         """A new router (new limiter and breakers) whose candidates are primary, fallback."""
         snapshot = Snapshot(available=frozenset({primary, FALLBACK}))
-        router = ModelRouter(self.settings, factory=self.factory, snapshot=snapshot)
+        router = ModelRouter(self.settings, factory=self.factory, snapshot=snapshot, **kwargs)
         router.selector = self.selector
         return router
 
@@ -361,6 +367,80 @@ def overhead(bench: Bench, runs: int, calls: int, schema: type[BaseModel] | None
             target="router <= +0.3",
         ),
     ]
+
+
+def ledger_overhead(bench: Bench, runs: int, calls: int) -> list[Row]:
+    """Per-call latency without a ledger, with one, with one but no dynamic selection.
+
+    Also what one refresh of the ledger's record (into standings) costs.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        with Ledger(Path(tmp) / "ledger.sqlite3") as ledger, \
+                Ledger(Path(tmp) / "static.sqlite3") as static_ledger:  # fmt: skip
+            bare = bench.spec_client(PRIMARY)
+            plain = bench.router(PRIMARY)
+            dynamic = bench.router(PRIMARY, ledger=ledger)
+            static = bench.router(PRIMARY, ledger=static_ledger, demotion=None)
+            for router in (plain, dynamic, static):
+                assert router.invoke(OPERATION, MESSAGES).model == PRIMARY
+            variants = [
+                Variant("bare tierwise client", timer(lambda: bare.invoke(MESSAGES))),
+                Variant("router, no ledger", timer(lambda: plain.invoke(OPERATION, MESSAGES))),
+                Variant("router + ledger", timer(lambda: dynamic.invoke(OPERATION, MESSAGES))),
+                Variant(
+                    "router + ledger, demotion off",
+                    timer(lambda: static.invoke(OPERATION, MESSAGES)),
+                ),
+            ]
+            runs_s = interleaved(variants, runs, calls, warmup=max(20, calls // 10))
+            assert ledger.flush()
+            rows_in_horizon = sum(
+                w.n for w in ledger.performance(
+                    last_n=10**9, since=time.time() - DEFAULT_DEMOTION.horizon
+                ).values()
+            )
+            refresh = Spread.of(
+                (refresh_seconds(ledger, bench.catalog) for _ in range(runs * 5)), 1e3
+            )
+            assert not dynamic.snapshot().standings  # the primary answers: nobody demoted
+    spreads = [Spread.of(r, 1e3) for r in runs_s]
+    with_ledger = paired(runs_s[2], runs_s[1])
+    ratio = Spread.of(w / n for w, n in zip(runs_s[2], runs_s[1], strict=True))
+    selection = paired(runs_s[2], runs_s[3])
+    recording = paired(runs_s[3], runs_s[1])
+    note = f"{runs} runs x {calls} calls"
+    for v, sp in zip(variants, spreads, strict=True):
+        print(f"  ledger     {v.label:32s} {sp.text('ms', width=6, note=note)}")
+    print(f"  ledger     {'with ledger - without':32s} {with_ledger.text('ms', digits=3)}")
+    print(f"  ledger     {'with ledger / without':32s} {ratio.text('x', digits=3)}")
+    print(f"  ledger     {'  of which recording rows':32s} {recording.text('ms', digits=3)}")
+    print(f"  ledger     {'  of which dynamic selection':32s} {selection.text('ms', digits=3)}")
+    print(
+        f"  ledger     {'one refresh of the record':32s} "
+        f"{refresh.text('ms', digits=3, note=f'{rows_in_horizon} rows in the horizon')}"
+    )
+    return [
+        Row(
+            "per call, text, with a ledger (dynamic selection on)",
+            router=f"{spreads[2].cell()}; without ledger {spreads[1].cell()}",
+            reference=f"bare tierwise client {spreads[0].cell()}",
+        ),
+        Row(
+            "added by the ledger, text",
+            router=f"{with_ledger.cell(3, signed=True)} (x{ratio.median:.3f}); recording "
+            f"{recording.cell(3, signed=True)}, dynamic selection "
+            f"{selection.cell(3, signed=True)}",
+            reference=f"one refresh of the record {refresh.cell(3)} "
+            f"({rows_in_horizon} rows), at most every 2 s",
+        ),
+    ]
+
+
+def refresh_seconds(ledger: Ledger, catalog: Catalog) -> float:
+    """Seconds one read of the ledger's record into standings takes (what the router does)."""
+    start = time.perf_counter()
+    DEFAULT_DEMOTION.read(ledger, catalog, time.time())
+    return time.perf_counter() - start
 
 
 def failover(
@@ -573,6 +653,7 @@ def main() -> None:
         print("1. overhead per call")
         rows += overhead(bench, args.runs, args.calls, None)
         rows += overhead(bench, args.runs, args.structured_calls, Label)
+        rows += ledger_overhead(bench, args.runs, args.calls)
         print("2. failover: from the call to the fallback's answer")
         rows += failover(
             bench,

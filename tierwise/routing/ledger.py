@@ -76,6 +76,7 @@ __all__ = [
     "LedgerError",
     "LedgerRow",
     "ModelStats",
+    "Performance",
     "day_start",
     "default_ledger_path",
     "percentile",
@@ -97,6 +98,8 @@ LEDGER_ENV: Final = "TIERWISE_LEDGER"
 _KEEP_MARGIN: Final = 1.0
 _MAX_TALLIES: Final = 256
 _RETRY_LOG_EVERY: Final = 20
+# Performance by pairs starts from the first row recorded this long before ``since``.
+_EDGE: Final = 5.0
 
 
 def default_ledger_path() -> Path:
@@ -390,6 +393,43 @@ class Health(NamedTuple):
     success_rate: float | None
     p50_latency: float | None
     n: int
+
+
+class Performance(NamedTuple):
+    """A model's rolling record on one operation: what dynamic model selection reads.
+
+    Like :class:`Health`, over the last ``n`` attempts sent to the provider; latencies are
+    those of the successful ones (``None`` without a success), ``cost_per_success`` is the
+    window's spend (failed attempts included) per successful call.
+    """
+
+    success_rate: float | None
+    p50_latency: float | None
+    p95_latency: float | None
+    cost_per_success: float | None
+    n: int
+
+
+def _performance(outcomes: Iterable[tuple[str, float, float]]) -> Performance:
+    n = 0
+    spend = 0.0
+    latencies: list[float] = []
+    for outcome, latency, cost in outcomes:
+        n += 1
+        spend += cost
+        if outcome == OK:
+            latencies.append(latency)
+    if n == 0:
+        return Performance(None, None, None, None, 0)
+    latencies.sort()
+    ok = len(latencies)
+    return Performance(
+        ok / n,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.95),
+        spend / ok if ok else None,
+        n,
+    )
 
 
 def _health(outcomes: Iterable[tuple[str, float]]) -> Health:
@@ -1008,6 +1048,78 @@ class Ledger:
         for op, model, outcome, latency in found:
             grouped.setdefault((op, model), []).append((outcome, latency))
         return {key: _health(values) for key, values in grouped.items()}
+
+    def performance(
+        self,
+        pairs: Iterable[tuple[str, str]] | None = None,
+        *,
+        last_n: int = 20,
+        since: float | None = None,
+        operation: str | None = None,
+    ) -> dict[tuple[str, str], Performance]:
+        """Per (operation, model) with sent calls since ``since``: its last ``last_n`` of them.
+
+        Success rate, p50 / p95 latency of the successful calls and cost per successful
+        call; ``since`` defaults to 24 hours ago. Committed rows only, as :meth:`health`.
+
+        Without ``pairs``, one query over every row since ``since`` finds every pair. With
+        ``pairs`` — (operation, model) tuples, what the router's dynamic model selection
+        reads every couple of seconds — each pair is one indexed query that reads about
+        ``last_n`` rows, so the cost does not grow with the traffic or the ledger. (Rows
+        are found from the first row recorded at ``since - 5 s``: a row committed more
+        than 5 s after it was recorded, right at the ``since`` edge, can be missed.)
+        """
+        start = _time.time() - DAY if since is None else float(since)
+        if pairs is None:
+            return self._performance_scan(start, last_n, operation)
+        wanted = sorted({(str(op), str(model)) for op, model in pairs
+                         if operation is None or str(op) == str(operation)})  # fmt: skip
+        result: dict[tuple[str, str], Performance] = {}
+        if not wanted:
+            return result
+        # ``+time``: never the time index here; walk (operation, model, id) backwards.
+        sql = ("SELECT outcome, latency, cost FROM attempts WHERE operation = ? AND model = ? "
+               "AND id >= ? AND sent = 1 AND +time >= ? ORDER BY id DESC LIMIT ?")  # fmt: skip
+        with self._read_lock:
+            conn = self._read_conn()
+            conn.execute("BEGIN")  # one snapshot for every pair
+            try:
+                first = conn.execute(
+                    "SELECT id FROM attempts WHERE time >= ? ORDER BY time LIMIT 1",
+                    (start - _EDGE,),
+                ).fetchone()
+                if first is None:
+                    return result
+                for op, model in wanted:
+                    found = conn.execute(sql, (op, model, first[0], start, int(last_n)))
+                    window = _performance(found.fetchall())
+                    if window.n:
+                        result[(op, model)] = window
+            finally:
+                conn.execute("COMMIT")
+        return result
+
+    def _performance_scan(
+        self, start: float, last_n: int, operation: str | None
+    ) -> dict[tuple[str, str], Performance]:
+        """:meth:`performance` for every pair, in one query over the rows since ``start``."""
+        where = "sent = 1 AND time >= ?"
+        params: list[Any] = [start]
+        if operation is not None:
+            where += " AND operation = ?"
+            params.append(str(operation))
+        sql = f"""
+            SELECT operation, model, outcome, latency, cost FROM (
+                SELECT operation, model, outcome, latency, cost, row_number() OVER (
+                    PARTITION BY operation, model ORDER BY id DESC) AS recent
+                FROM attempts WHERE {where})
+            WHERE recent <= ? ORDER BY operation, model"""
+        with self._read_lock:
+            found = self._read_conn().execute(sql, (*params, int(last_n))).fetchall()
+        grouped: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+        for op, model, outcome, latency, cost in found:
+            grouped.setdefault((op, model), []).append((outcome, latency, cost))
+        return {key: _performance(values) for key, values in grouped.items()}
 
     # ------------------------------------------------------------------ fork
     def _after_fork_in_child(self) -> None:

@@ -966,6 +966,7 @@ class HealthBoard:
                 base.available - removed,
                 base.cooling | (cooling - removed),
                 _Reasons(self, frozenset(cooling), removed, provider_of, base.reasons),
+                base.standings,
             )
             if snap == base:
                 snap = base

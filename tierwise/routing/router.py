@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
@@ -55,12 +57,16 @@ from tierwise.routing.results import (
     StreamEvent,
     StreamRestart,
 )
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import DemotionRule, Selector, Snapshot, Standing
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema"]
+__all__ = ["DEFAULT_DEMOTION", "DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema"]
+
+logger = logging.getLogger(__name__)
 
 #: Output tokens assumed when the caller sets no ``max_tokens`` (cost and TPM estimates).
 DEFAULT_MAX_OUTPUT_TOKENS = 512
+#: The rule a router with a ledger demotes failing or slow models by, within their tier.
+DEFAULT_DEMOTION = DemotionRule()
 _REPAIR_PROMPT = (
     "Your previous answer did not match the required JSON schema: {error}\n"
     "Answer again with only a JSON object that matches the schema."
@@ -259,6 +265,8 @@ class ModelRouter:
         snapshot: Snapshot | None = None,
         probe_ttl: float = 60.0,
         ledger: Ledger | None = None,
+        demotion: DemotionRule | None = DEFAULT_DEMOTION,
+        standings_ttl: float = 2.0,
     ) -> None:
         """Build a router.
 
@@ -275,6 +283,12 @@ class ModelRouter:
             ledger: where every attempt is recorded (tokens, cost, latency, outcome) and
                 where the policy's run / day / provider cost caps and free models'
                 daily quotas are read from; ``None``: no record, only per-call caps.
+            demotion: with a ledger, how its rolling record of each (operation, model)
+                moves failing or slow models below their same-tier peers (see
+                :class:`~tierwise.routing.selector.DemotionRule`); ``None``: never.
+            standings_ttl: seconds the ledger's record is reused before it is read again
+                (about 0.5 ms: one indexed query per judged (operation, model); the calls
+                in between read no SQLite).
         """
         self.settings = settings if settings is not None else load_settings()
         self.policy = policy if policy is not None else self.settings.policy
@@ -292,6 +306,10 @@ class ModelRouter:
         self._redact = self.settings.credentials.redact
         self.ledger = ledger
         self.budget = BudgetGuard(ledger)
+        self.demotion = demotion
+        self._standings_ttl = standings_ttl
+        self._standings: tuple[float, frozenset[Standing]] | None = None
+        self._ranked: tuple[Snapshot, frozenset[Standing], Snapshot] | None = None
 
     # ------------------------------------------------------------------ drivers
     def invoke(
@@ -499,14 +517,59 @@ class ModelRouter:
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> Snapshot:
-        """What is usable now: availability (probed at most every ``probe_ttl``) + health."""
+        """What is usable now, and in which order within a tier.
+
+        Availability (probed at most every ``probe_ttl``), the circuit breakers and, with
+        a ledger and a demotion rule, the standings of models failing or slow on an
+        operation (read at most every ``standings_ttl``). The same object is returned
+        while none of them changed, so the selector's memo keeps hitting.
+
+        Standings are per (operation, model), as the ledger's record is; only demoted
+        models are listed, so the snapshot stays small. They are read from every
+        process's committed rows: this process's last ``flush_interval`` of rows may be
+        missing (the circuit breaker reacts at once).
+        """
         base = self._fixed_snapshot
         if base is None:
             now = time.monotonic()
             if self._probed is None or now - self._probed[0] > self._probe_ttl:
                 self._probed = (now, probe(self.settings).snapshot(self.settings.catalog.models))
             base = self._probed[1]
-        return self.health.snapshot(base, self._provider_of)
+        snap = self.health.snapshot(base, self._provider_of)
+        standings = self._current_standings()
+        if not standings:
+            return snap
+        ranked = self._ranked
+        if ranked is not None and ranked[0] is snap and ranked[1] is standings:
+            return ranked[2]
+        result = snap.ranked(standings)
+        self._ranked = (snap, standings, result)
+        return result
+
+    def _current_standings(self) -> frozenset[Standing]:
+        """The ledger's demotions, read at most every ``standings_ttl`` seconds.
+
+        Hands back the previous object while the standings are equal, so the snapshot
+        built from them is the same object too. A ledger that cannot be read keeps the
+        last standings (logged): routing must not fail over its monitoring.
+        """
+        rule, ledger = self.demotion, self.ledger
+        if rule is None or ledger is None:
+            return frozenset()
+        now = time.monotonic()
+        cached = self._standings
+        if cached is not None and now - cached[0] < self._standings_ttl:
+            return cached[1]
+        previous = cached[1] if cached is not None else frozenset()
+        try:
+            found = rule.read(ledger, self.settings.catalog, time.time())
+        except sqlite3.Error as exc:
+            logger.warning("ledger %s: cannot read the models' record (%s)", ledger.path, exc)
+            found = previous
+        if found == previous:
+            found = previous
+        self._standings = (now, found)
+        return found
 
     def refresh(self) -> None:
         """Forget the availability probe, so the next call probes again."""
