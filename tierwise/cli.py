@@ -201,6 +201,11 @@ def route(
     policy_mode: PolicyOption = None,
     max_tier: MaxTierOption = None,
     tools: Annotated[bool, typer.Option("--tools", help="The call needs tool calling.")] = False,
+    ledger_path: Annotated[
+        Path | None,
+        typer.Option("--ledger", help="Ledger whose recent record demotes failing or slow "
+                     "models within their tier, as a router with this ledger does."),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -208,6 +213,12 @@ def route(
     with _settings(config) as settings:
         policy = _policy(settings, policy_mode, max_tier)
         snapshot = probe(settings).snapshot(settings.catalog.models)
+        if ledger_path is not None:
+            from tierwise.routing.selector import DemotionRule
+
+            with _open_ledger(ledger_path) as ledger:
+                standings = DemotionRule().read(ledger, settings.catalog, time.time())
+            snapshot = snapshot.ranked(standings)
         explanation = Selector(settings.catalog).explain(
             operation, complexity, policy, snapshot, needs_tools=tools
         )
@@ -385,6 +396,33 @@ def stats(
     out.table(table)
     if not rows:
         out.line("no attempts recorded in this window")
+
+
+@app.command()
+def report(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="HTML file to write (overwritten).")
+    ] = Path("tierwise-report.html"),
+    since: Annotated[
+        str, typer.Option(help="Window: 30m, 24h, 7d, or a date (2026-11-01).")
+    ] = "7d",
+    ledger_path: LedgerOption = None,
+) -> None:
+    """Write a self-contained HTML page: spend, latency and fallbacks charts, per model."""
+    from tierwise.report import render_report
+
+    start = _since(since)
+    ledger = _open_ledger(ledger_path)
+    with ledger:
+        rows = ledger.rows(since=start)
+    try:
+        out_path.write_text(render_report(rows, since=start), encoding="utf-8")
+    except OSError as exc:
+        out.fail(f"cannot write the report to {out_path}: {exc.strerror or exc}",
+                 "pass --out with a file in a writable directory")  # fmt: skip
+    where = escape(str(out_path.resolve()))
+    out.line(f"wrote {where} ({len(rows)} attempts since {since})" if rows
+             else f"wrote {where}: no attempts recorded since {since} yet")  # fmt: skip
 
 
 @app.command()
