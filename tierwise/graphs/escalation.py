@@ -127,9 +127,11 @@ def escalation_log(
         problems = [p for s in judged if runs and (p := s.judge(state, context)) is not None]
         if problems:
             _, why = may_escalate(report, judged[0], step, context, policy, complexity)
+            # The answer kept is the last one that came (a failed rerun answered nothing).
+            kept = next((r for r in reversed(runs) if r["status"] == "ok"), runs[-1])
             log.append(Escalation(
                 node=producer, step=step, decision="kept", reason=problems[0],
-                from_tier=runs[-1]["tier"], note=f"best effort: {why}",
+                from_tier=kept["tier"], note=f"best effort: {why}",
             ))
     return log
 

@@ -100,7 +100,7 @@ def build_instruction_pipeline(
     tools: Sequence[Any] | None = None,
     checkpointer: Checkpointer = None,
     labels: Sequence[str] = DEFAULT_LABELS,
-    max_steps: int = 4,
+    max_steps: int = 3,
     parameters: type[BaseModel] | None = None,
 ) -> CompiledStateGraph[PipelineState, RunContext, InstructionInput, PipelineOutput]:
     """The instruction pipeline (see the module docstring), compiled.

@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypedDict, cast
+from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -31,6 +31,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import get_runtime
 from pydantic import BaseModel
+from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
 
 from tierwise.nodes.context import RunContext
 from tierwise.routing.catalog import Complexity, TaskType, Tier

@@ -8,7 +8,7 @@ not a usable plan, and escalates like any other poor answer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -73,8 +73,10 @@ class DecompositionNode(OperationNode):
 def _plan_schema(max_steps: int) -> type[Plan]:
     """:class:`Plan` with the node's step limit, so the schema itself bounds the answer."""
     class BoundedPlan(Plan):
-        steps: list[str] = Field(min_length=1, max_length=max_steps,
-                                 description="Ordered sub-tasks, one distinct action each.")
+        steps: list[Annotated[str, Field(max_length=160)]] = Field(
+            min_length=1, max_length=max_steps,
+            description="Ordered sub-tasks, one distinct action each.",
+        )
 
     BoundedPlan.__name__ = "Plan"
     return BoundedPlan
@@ -87,7 +89,7 @@ def _text(value: Any) -> str:
 def decomposition_node(
     model: ModelLike | None = None,
     *,
-    max_steps: int = 4,
+    max_steps: int = 3,
     input_key: str = "rewrite",
     output_key: str = "plan",
     name: str = "decompose",

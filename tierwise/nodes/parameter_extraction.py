@@ -22,14 +22,14 @@ __all__ = ["ExtractionNode", "Parameter", "Parameters", "parameter_extraction_no
 class Parameter(BaseModel):
     """One named value found in the text."""
 
-    name: str = Field(max_length=40, description="What the value is (city, date, ...).")
-    value: str = Field(max_length=120, description="The value as the text gives it.")
+    name: str = Field(max_length=30, description="What the value is (city, date, ...).")
+    value: str = Field(max_length=80, description="The value as the text gives it.")
 
 
 class Parameters(BaseModel):
     """Name/value pairs found in the text."""
 
-    parameters: list[Parameter] = Field(max_length=6, description="The parameters found.")
+    parameters: list[Parameter] = Field(max_length=5, description="The parameters found.")
 
 
 class ExtractionNode(OperationNode):

@@ -7,7 +7,7 @@ A score below the run's ``quality_threshold`` sends the scored step back to a hi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,8 +22,9 @@ class QualityScore(BaseModel):
     """A rubric score and the reasons for it."""
 
     score: int = Field(ge=0, le=10, description="0-10: 8-10 excellent, 4-7 good, 0-3 poor.")
-    reasons: list[str] = Field(default_factory=list, max_length=3,
-                               description="Up to three short reasons.")
+    reasons: list[Annotated[str, Field(max_length=120)]] = Field(
+        default_factory=list, max_length=2, description="Up to two short reasons."
+    )
 
     @property
     def band(self) -> Literal["excellent", "good", "poor"]:

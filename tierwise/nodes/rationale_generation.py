@@ -17,7 +17,7 @@ __all__ = ["Rationale", "RationaleNode", "rationale_generation_node"]
 class Rationale(BaseModel):
     """Why the plan or decision serves the instruction."""
 
-    rationale: str = Field(min_length=1, max_length=700, description="The reasoning, briefly.")
+    rationale: str = Field(min_length=1, max_length=500, description="The reasoning, briefly.")
 
 
 class RationaleNode(OperationNode):

@@ -17,7 +17,7 @@ __all__ = ["Rewrite", "RewritingNode", "rewriting_node"]
 class Rewrite(BaseModel):
     """The restated instruction."""
 
-    instruction: str = Field(min_length=1, max_length=600,
+    instruction: str = Field(min_length=1, max_length=400,
                              description="The instruction, clear and self-contained.")
 
 

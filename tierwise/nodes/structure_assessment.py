@@ -7,7 +7,7 @@ sends the step that produced it back to a higher tier (see ``graphs.escalation``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -23,8 +23,9 @@ class StructureAssessment(BaseModel):
 
     well_formed: bool = Field(description="The output has the expected shape and types.")
     complete: bool = Field(description="Nothing the task needs is missing.")
-    defects: list[str] = Field(default_factory=list, max_length=4,
-                               description="Each defect, briefly.")
+    defects: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=3, description="Each defect, briefly."
+    )
 
     @property
     def passed(self) -> bool:

@@ -3,9 +3,10 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 CLASSIFY = ChatPromptTemplate.from_messages([
-    ("system",
-     "Classify the instruction. Choose exactly one label from: {labels}.\n"
-     "Complexity: simple = one obvious action; moderate = a few steps or some judgement; "
-     "complex = many steps, research or trade-offs."),
-    ("human", "{instruction}"),
+    ("system", "You classify instructions."),
+    ("human",
+     "Instruction: {instruction}\n"
+     "Pick one label from: {labels}.\n"
+     "Complexity: simple (one obvious action), moderate (a few steps or some judgement) "
+     "or complex (many steps, research or trade-offs)."),
 ])

@@ -3,8 +3,8 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 DECOMPOSE = ChatPromptTemplate.from_messages([
-    ("system",
-     "Break the task into at most {max_steps} ordered sub-tasks. Each sub-task is one "
-     "distinct action, small enough for one tool call or one answer. No repeats."),
-    ("human", "{instruction}"),
+    ("system", "You break tasks into steps."),
+    ("human",
+     "Task: {instruction}\n"
+     "Give at most {max_steps} short, different steps, in order. Each step is one action."),
 ])

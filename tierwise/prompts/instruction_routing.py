@@ -3,10 +3,9 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 ROUTE = ChatPromptTemplate.from_messages([
-    ("system",
-     "Decide how to carry out the instruction.\n"
-     "tool = one single action with one of these tools: {tools}\n"
-     "plan = several steps are needed\n"
-     "direct = no tool and no steps, it can be answered as it is."),
-    ("human", "Instruction ({label}, {complexity}): {instruction}"),
+    ("system", "You decide how to carry out instructions."),
+    ("human",
+     "Instruction ({label}, {complexity}): {instruction}\n"
+     "Answer plan if it needs several steps, tool if it is one action for one of these "
+     "tools: {tools}, direct if neither."),
 ])

@@ -3,8 +3,9 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 EXTRACT = ChatPromptTemplate.from_messages([
-    ("system",
-     "Extract the parameters needed to carry out the task: names, places, dates, numbers, "
-     "quantities. Use only what the text says.{hint}"),
-    ("human", "Task: {task}\nContext: {context}"),
+    ("system", "You extract parameters from text."),
+    ("human",
+     "Text: {task}\nContext: {context}\n"
+     "List the parameters needed to carry out the text: places, dates, numbers, people. "
+     "Use only values the text gives.{hint}"),
 ])

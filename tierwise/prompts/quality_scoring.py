@@ -3,9 +3,8 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 SCORE = ChatPromptTemplate.from_messages([
-    ("system",
-     "Score how well the output serves the task, 0 to 10: 8-10 excellent (correct, "
-     "complete, clear), 4-7 good (usable, some gaps), 0-3 poor (wrong or unusable). "
-     "Give up to three short reasons."),
-    ("human", "Task: {task}\nOutput:\n{subject}"),
+    ("system", "You grade outputs from 0 to 10: 8-10 excellent (correct, complete, clear), "
+     "4-7 good (usable, some gaps), 0-3 poor (wrong or unusable)."),
+    ("human", "Task: {task}\nOutput:\n{subject}\nScore the output, with up to two short "
+     "reasons."),
 ])

@@ -3,8 +3,7 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 EXPLAIN = ChatPromptTemplate.from_messages([
-    ("system",
-     "Explain briefly why this plan or decision serves the instruction: what it does "
-     "first and why, and what it relies on."),
-    ("human", "Instruction: {instruction}\n{subject}"),
+    ("system", "You explain plans and decisions briefly."),
+    ("human", "Instruction: {instruction}\n{subject}\n"
+     "In two or three sentences: why does this serve the instruction?"),
 ])

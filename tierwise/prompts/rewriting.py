@@ -3,8 +3,7 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 REWRITE = ChatPromptTemplate.from_messages([
-    ("system",
-     "Rewrite the instruction so it is clear and self-contained. Keep every fact, name, "
-     "number and date. Do not answer it."),
-    ("human", "{instruction}"),
+    ("system", "You rewrite instructions to be clear and self-contained. Keep every fact, "
+     "name, number and date. Never answer the instruction."),
+    ("human", "Rewrite this instruction clearly: {instruction}"),
 ])

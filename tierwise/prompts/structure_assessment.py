@@ -3,8 +3,8 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 ASSESS = ChatPromptTemplate.from_messages([
-    ("system",
-     "Check whether the output is well-formed and complete for the task. Name each "
-     "defect briefly (missing fields, wrong types, empty values); none if there are none."),
-    ("human", "Task: {task}\nOutput:\n{subject}"),
+    ("system", "You check outputs for structure: shape, types, missing or empty values."),
+    ("human",
+     "Task: {task}\nOutput:\n{subject}\n"
+     "Is the output well-formed and complete for the task? Name each defect briefly."),
 ])

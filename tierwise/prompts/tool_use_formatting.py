@@ -3,8 +3,6 @@
 from langchain_core.prompts import ChatPromptTemplate
 
 FORMAT_TOOL_CALL = ChatPromptTemplate.from_messages([
-    ("system",
-     "Call exactly one of the tools to carry out the task, with arguments that match the "
-     "tool's schema. Use the extracted parameters."),
-    ("human", "Task: {task}\nParameters: {parameters}"),
+    ("system", "You call tools with arguments that match their schema."),
+    ("human", "Task: {task}\nParameters: {parameters}\nCall exactly one tool for this task."),
 ])
