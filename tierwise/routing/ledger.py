@@ -78,7 +78,9 @@ __all__ = [
     "ModelStats",
     "Performance",
     "day_start",
+    "close_shared_ledgers",
     "default_ledger_path",
+    "shared_ledger",
     "percentile",
 ]
 
@@ -703,6 +705,11 @@ class Ledger:
         with self._lock:
             return self._committed >= target
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self, timeout: float = 30.0) -> None:
         """Commit every recorded row, stop the writer and close the file. Idempotent.
 
@@ -1179,6 +1186,40 @@ def _retry_busy(action: Callable[[], Any], timeout: float) -> Any:
                 raise
         _time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+_SHARED: dict[Path, Ledger] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_ledger(path: str | Path | None = None) -> Ledger:
+    """The process's one open :class:`Ledger` on ``path`` (default: :func:`default_ledger_path`).
+
+    Routers built without an explicit ledger share it, so a process has one writer
+    thread and one connection per ledger file however many routers it builds.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite3"
+        >>> shared_ledger(path) is shared_ledger(path)
+        True
+        >>> close_shared_ledgers()
+    """
+    key = (Path(path).expanduser() if path is not None else default_ledger_path()).resolve()
+    with _SHARED_LOCK:
+        ledger = _SHARED.get(key)
+        if ledger is None or ledger.closed:
+            ledger = _SHARED[key] = Ledger(key)
+        return ledger
+
+
+def close_shared_ledgers() -> None:
+    """Close every ledger :func:`shared_ledger` opened (their rows are committed first)."""
+    with _SHARED_LOCK:
+        ledgers = list(_SHARED.values())
+        _SHARED.clear()
+    for ledger in ledgers:
+        ledger.close()
 
 
 def _close_all() -> None:

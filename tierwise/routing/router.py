@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -44,7 +44,7 @@ from tierwise.routing.answers import (
 from tierwise.routing.budget import BudgetExceeded, BudgetGuard
 from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
-from tierwise.routing.ledger import Ledger, LedgerRow
+from tierwise.routing.ledger import Ledger, LedgerRow, shared_ledger
 from tierwise.routing.limits import Denied, HealthBoard, LimitName, RateLimiter
 from tierwise.routing.policy import Policy
 from tierwise.routing.providers import ProviderFactory, probe
@@ -264,7 +264,7 @@ class ModelRouter:
         health: HealthBoard | None = None,
         snapshot: Snapshot | None = None,
         probe_ttl: float = 60.0,
-        ledger: Ledger | None = None,
+        ledger: Ledger | Literal["default"] | None = "default",
         demotion: DemotionRule | None = DEFAULT_DEMOTION,
         standings_ttl: float = 2.0,
     ) -> None:
@@ -282,7 +282,10 @@ class ModelRouter:
             probe_ttl: seconds an availability probe stays valid.
             ledger: where every attempt is recorded (tokens, cost, latency, outcome) and
                 where the policy's run / day / provider cost caps and free models'
-                daily quotas are read from; ``None``: no record, only per-call caps.
+                daily quotas are read from. ``"default"``: the process's shared ledger
+                at ``$TIERWISE_LEDGER`` or the user data dir (see
+                :func:`~tierwise.routing.ledger.shared_ledger`); ``None``: no record,
+                only per-call caps.
             demotion: with a ledger, how its rolling record of each (operation, model)
                 moves failing or slow models below their same-tier peers (see
                 :class:`~tierwise.routing.selector.DemotionRule`); ``None``: never.
@@ -304,8 +307,8 @@ class ModelRouter:
         self._provider_of = {k: s.provider.value for k, s in self.settings.catalog.models.items()}
         self._runnables = _RunnableCache()
         self._redact = self.settings.credentials.redact
-        self.ledger = ledger
-        self.budget = BudgetGuard(ledger)
+        self.ledger = shared_ledger() if ledger == "default" else ledger
+        self.budget = BudgetGuard(self.ledger)
         self.demotion = demotion
         self._standings_ttl = standings_ttl
         self._standings: tuple[float, frozenset[Standing]] | None = None

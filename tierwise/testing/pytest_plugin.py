@@ -7,7 +7,8 @@ reset before every test that uses it.
 
 Fixtures:
     isolated_env: clears provider endpoints, keys, proxies and tracing from the
-        environment and sets ``NO_PROXY`` (not autouse: request it where it matters).
+        environment, sets ``NO_PROXY`` and points the default ledger at a file in the
+        test's tmp dir (not autouse: request it where it matters).
     simulator_server: the session's running :class:`Simulator`, never reset.
     simulator: the session's simulator, reset for this test, with ``isolated_env``.
     sim_settings: tierwise :class:`~tierwise.config.Settings` pointing at ``simulator``.
@@ -16,6 +17,7 @@ Fixtures:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,14 +29,21 @@ __all__ = ["isolated_env", "sim_settings", "simulator", "simulator_server"]
 
 
 @pytest.fixture
-def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Clear what would send a client elsewhere than 127.0.0.1; set ``NO_PROXY``."""
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clear what would send a client elsewhere than 127.0.0.1; set ``NO_PROXY``.
+
+    Routers record into the default ledger unless told otherwise: it is this test's own
+    file, so a test run never writes into the user's ledger or inherits its quotas.
+    """
     import os
+
+    from tierwise.routing.ledger import LEDGER_ENV
 
     for name in variables_to_clear(os.environ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", NO_PROXY)
     monkeypatch.setenv("no_proxy", NO_PROXY)
+    monkeypatch.setenv(LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
 
 
 @pytest.fixture(scope="session")
