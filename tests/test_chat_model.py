@@ -325,6 +325,8 @@ def _check_provider_run(run: dict[str, Any], parent: UUID | None) -> None:
     assert run["metadata"]["tierwise_tier"] == "free"
     assert run["metadata"]["tierwise_operation"] == OPERATION
     assert run["metadata"]["tierwise_provider"] == "groq"
+    assert run["metadata"]["tierwise_complexity"] == "moderate"
+    assert run["metadata"]["tierwise_estimated_cost"] == 0.0  # a free model
     assert {"tierwise:free", "nostream", "mine"} <= set(run["tags"])
     assert run["metadata"]["who"] == "test"  # the caller's metadata is inherited
 

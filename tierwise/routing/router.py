@@ -661,11 +661,10 @@ class ModelRouter:
                     spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
+            answer_tokens = estimate - request.prompt_tokens
+            estimated_cost = spec.price.cost(request.prompt_tokens, answer_tokens)
             held = self.budget.check_quota(spec) or self.budget.reserve(
-                spec,
-                spec.price.cost(request.prompt_tokens, estimate - request.prompt_tokens),
-                request.policy,
-                run_id=request.run_id,
+                spec, estimated_cost, request.policy, run_id=request.run_id
             )
             if isinstance(held, BudgetExceeded):
                 permit.cancel()
@@ -684,7 +683,9 @@ class ModelRouter:
             try:  # the estimate is released however the call ends, even if it is abandoned
                 while True:
                     call_started = time.perf_counter()
-                    outcome = yield _Call(spec, runnable, messages, self._config(spec, request))
+                    outcome = yield _Call(
+                        spec, runnable, messages, self._config(spec, request, estimated_cost)
+                    )
                     assert outcome is not None
                     if parse is not None and outcome.error is None:
                         outcome.output = parse_raw(parse, outcome.output)
@@ -804,8 +805,15 @@ class ModelRouter:
 
         return record
 
-    def _config(self, spec: ModelSpec, request: _Request) -> RunnableConfig:
-        """The caller's run config plus routing metadata, so tracers show the decision."""
+    def _config(
+        self, spec: ModelSpec, request: _Request, estimated_cost: float
+    ) -> RunnableConfig:
+        """The caller's run config plus routing metadata, so tracers show the decision.
+
+        The cost is the estimate the budget checked before the call (prompt tokens plus
+        the expected answer at the catalog's prices); the real cost is in the ledger and
+        in :meth:`RoutedResult.provenance`.
+        """
         base: RunnableConfig = request.config or {}
         metadata = {
             **base.get("metadata", {}),
@@ -813,6 +821,8 @@ class ModelRouter:
             "tierwise_model": spec.key,
             "tierwise_tier": spec.tier.value,
             "tierwise_provider": spec.provider.value,
+            "tierwise_complexity": request.complexity.value,
+            "tierwise_estimated_cost": round(estimated_cost, 8),
         }
         tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
         return {**base, "metadata": metadata, "tags": tags}
