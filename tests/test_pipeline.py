@@ -275,6 +275,25 @@ def test_without_a_higher_tier_the_step_is_kept_as_best_effort(rig: Rig) -> None
     assert rig.requests(tier="paid") == []
 
 
+def test_a_tier_with_nothing_available_is_not_escalated_to(rig: Rig) -> None:
+    """The policy allows paid but no paid model is reachable: keep at once, call nothing."""
+    Brain(rig.sim, {TaskType.QUALITY_SCORING: score_for_step(1, 2)})
+    everything = Snapshot.everything(rig.settings.catalog)
+    router = ModelRouter(
+        rig.settings, policy=Policy(mode="balanced"), factory=rig.factory, ledger=None,
+        snapshot=Snapshot(everything.available - {"tw-paid"}),
+    )
+    result = result_of(build_instruction_pipeline(router=router))
+
+    assert result.steps[1].escalations == [
+        Escalation(node="extract", step=1, decision="kept",
+                   reason="score 2/10 below the threshold 6", from_tier="free",
+                   note="best effort: no model above free can answer now"),
+    ]
+    assert runs(result)["extract", 1] == 1  # no failed escalation, no second judgement
+    assert all(e["status"] == "ok" for e in result.report.entries)
+
+
 def test_a_failed_escalation_keeps_the_earlier_answer(rig: Rig) -> None:
     """The paid tier is down: step 1 keeps its free answer, and the report says why."""
     Brain(rig.sim, {TaskType.QUALITY_SCORING: score_for_step(1, 2)})

@@ -21,12 +21,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from tierwise.graphs.state import Escalation
-from tierwise.nodes.base import UNROUTED, ReportEntry, latest_entry, runs_of
+from tierwise.nodes.base import UNROUTED, ModelLike, ReportEntry, latest_entry, runs_of
 from tierwise.nodes.context import RunContext
 from tierwise.routing.catalog import Complexity, TaskType, Tier
 from tierwise.routing.policy import Policy
+from tierwise.routing.router import ModelRouter
 
-__all__ = ["Judge", "Stage", "escalation_edge", "escalation_log", "may_escalate"]
+__all__ = ["Judge", "Ladder", "Stage", "escalation_edge", "escalation_log", "may_escalate"]
 
 #: Where a graph goes when a stage passes: a function of the state.
 Next = Callable[[Mapping[str, Any]], str | list[Send]]
@@ -45,12 +46,41 @@ class Stage:
     judged_by: str
 
 
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """What a graph can escalate to: the router's policy and the tiers that can answer now.
+
+    ``reachable`` gives, for an operation, complexity and policy, the tiers of the
+    candidates the router's selector would try now (availability and cooling included),
+    so an edge never sends a step up to a tier with nothing in it — on a machine with only
+    the embedded model, a poor answer is kept at once instead of failing an escalation.
+    """
+
+    policy: Policy
+    reachable: Callable[[TaskType, Complexity, Policy], frozenset[Tier]]
+
+    @classmethod
+    def of(cls, model: ModelLike) -> Ladder:
+        """The ladder of ``model``: a router's, or none for a plain chat model."""
+        if not isinstance(model, ModelRouter):
+            return cls(Policy(), lambda operation, complexity, policy: frozenset())
+        router = model
+
+        def reachable(
+            operation: TaskType, complexity: Complexity, policy: Policy
+        ) -> frozenset[Tier]:
+            chain = router.selector.candidates(operation, complexity, policy, router.snapshot())
+            return frozenset(spec.tier for spec in chain)
+
+        return cls(router.policy, reachable)
+
+
 def may_escalate(
     report: Sequence[ReportEntry],
     stage: Stage,
     step: int | None,
     context: RunContext,
-    policy: Policy,
+    ladder: Ladder,
     complexity: Complexity,
 ) -> tuple[bool, str]:
     """Whether ``stage``'s producer may answer again on a higher tier, and if not, why."""
@@ -64,18 +94,22 @@ def may_escalate(
     if runs_of(report, stage.producer, step) > context.max_escalations:
         return False, f"max_escalations ({context.max_escalations}) reached"
     rank = Tier(str(last["tier"])).rank
+    policy = context.policy or ladder.policy
     if not any(t.rank > rank for t in policy.allowed_tiers(stage.operation, complexity)):
         return False, f"the policy allows no tier above {last['tier']}"
+    if not any(t.rank > rank for t in ladder.reachable(stage.operation, complexity, policy)):
+        return False, f"no model above {last['tier']} can answer now"
     return True, ""
 
 
 def escalation_edge(
-    stage: Stage, then: str | Next, default_policy: Policy
+    stage: Stage, then: str | Next, ladder: Ladder
 ) -> Callable[[Mapping[str, Any], Runtime[RunContext]], str | list[Send]]:
     """A conditional edge after ``stage.judged_by``: back to the producer, or on to ``then``.
 
     ``then`` is a node name or a function of the state (e.g. one returning ``Send``s).
-    ``default_policy`` is the router's, for runs whose context names no policy.
+    ``ladder`` holds the router's policy (for runs whose context names none) and what
+    can answer now.
     """
 
     def go_on(state: Mapping[str, Any]) -> str | list[Send]:
@@ -88,8 +122,8 @@ def escalation_edge(
         if stage.judge(state, context) is None:
             return go_on(state)
         allowed, _ = may_escalate(
-            state.get("report") or (), stage, state.get("step"), context,
-            context.policy or default_policy, Complexity(state.get("complexity") or "moderate"),
+            state.get("report") or (), stage, state.get("step"), context, ladder,
+            Complexity(state.get("complexity") or "moderate"),
         )
         return stage.producer if allowed else go_on(state)
 
@@ -101,7 +135,7 @@ def escalation_log(
     state: Mapping[str, Any],
     stages: Sequence[Stage],
     context: RunContext,
-    default_policy: Policy,
+    ladder: Ladder,
 ) -> list[Escalation]:
     """The escalation decisions behind ``state``, for the routing report.
 
@@ -111,7 +145,6 @@ def escalation_log(
     report: Sequence[ReportEntry] = state.get("report") or ()
     step = state.get("step")
     complexity = Complexity(state.get("complexity") or "moderate")
-    policy = context.policy or default_policy
     log: list[Escalation] = []
     for producer in dict.fromkeys(s.producer for s in stages):
         judged = [s for s in stages if s.producer == producer]
@@ -126,7 +159,7 @@ def escalation_log(
             ))
         problems = [p for s in judged if runs and (p := s.judge(state, context)) is not None]
         if problems:
-            _, why = may_escalate(report, judged[0], step, context, policy, complexity)
+            _, why = may_escalate(report, judged[0], step, context, ladder, complexity)
             # The answer kept is the last one that came (a failed rerun answered nothing).
             kept = next((r for r in reversed(runs) if r["status"] == "ok"), runs[-1])
             log.append(Escalation(

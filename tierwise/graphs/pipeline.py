@@ -25,8 +25,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Send
 from pydantic import BaseModel
 
-from tierwise.graphs.common import default_policy, shared_router
-from tierwise.graphs.escalation import Stage, escalation_edge, escalation_log
+from tierwise.graphs.common import shared_router
+from tierwise.graphs.escalation import Ladder, Stage, escalation_edge, escalation_log
 from tierwise.graphs.state import (
     InstructionInput,
     PipelineOutput,
@@ -130,7 +130,7 @@ def build_instruction_pipeline(
         (True, 'instruction_pipeline')
     """
     model = shared_router(router)
-    policy = default_policy(model)
+    ladder = Ladder.of(model)
     tools = list(tools or ())
     graph: StateGraph[PipelineState, RunContext, InstructionInput, PipelineOutput] = StateGraph(
         PipelineState, context_schema=RunContext, input_schema=InstructionInput,
@@ -150,7 +150,7 @@ def build_instruction_pipeline(
         """Assemble the result and the routing report."""
         context = runtime.context if isinstance(runtime.context, RunContext) else RunContext()
         steps = sorted(state.get("steps") or [], key=lambda s: s.index)
-        log = escalation_log(state, PIPELINE_STAGES, context, policy)
+        log = escalation_log(state, PIPELINE_STAGES, context, ladder)
         log += [e for s in steps for e in s.escalations]
         found, plan, rationale = state.get("classification"), state.get("plan"), state.get(
             "rationale")
@@ -174,10 +174,10 @@ def build_instruction_pipeline(
     graph.add_edge("route", "rewrite")
     graph.add_conditional_edges("rewrite", _follow_route, ["step", "decompose", "score"])
     graph.add_conditional_edges(
-        "decompose", escalation_edge(PIPELINE_STAGES[0], _fan_out, policy), ["decompose", "step"]
+        "decompose", escalation_edge(PIPELINE_STAGES[0], _fan_out, ladder), ["decompose", "step"]
     )
     graph.add_conditional_edges(
-        "score", escalation_edge(PIPELINE_STAGES[1], "rationale", policy),
+        "score", escalation_edge(PIPELINE_STAGES[1], "rationale", ladder),
         ["rewrite", "rationale"],
     )
     graph.add_edge("step", "rationale")

@@ -22,8 +22,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import BaseModel
 
-from tierwise.graphs.common import default_policy, shared_router
-from tierwise.graphs.escalation import Stage, escalation_edge, escalation_log
+from tierwise.graphs.common import shared_router
+from tierwise.graphs.escalation import Ladder, Stage, escalation_edge, escalation_log
 from tierwise.graphs.state import (
     ExtractionOutput,
     StepInput,
@@ -82,7 +82,7 @@ def step_graph(
         StepState, context_schema=RunContext, input_schema=StepInput,
         output_schema=output_schema,
     )
-    policy = default_policy(router)
+    ladder = Ladder.of(router)
     graph.add_node("extract", parameter_extraction_node(router, schema=parameters))
     chain = ["extract"]
     if tools:
@@ -100,19 +100,19 @@ def step_graph(
     stages = step_stages(scoring=scoring)
     after_assess = "score" if scoring else "finish"
     graph.add_conditional_edges(
-        "assess", escalation_edge(stages[0], after_assess, policy),
+        "assess", escalation_edge(stages[0], after_assess, ladder),
         ["extract", after_assess],
     )
     if scoring:
         graph.add_node("score", quality_scoring_node(router))
         graph.add_conditional_edges(
-            "score", escalation_edge(stages[1], "finish", policy), ["extract", "finish"]
+            "score", escalation_edge(stages[1], "finish", ladder), ["extract", "finish"]
         )
 
     def finish(state: StepState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         """Collect the step's outputs, verdicts and escalation decisions."""
         context = runtime.context if isinstance(runtime.context, RunContext) else RunContext()
-        log = escalation_log(state, stages, context, policy)
+        log = escalation_log(state, stages, context, ladder)
         outcome = StepOutcome(
             index=state.get("step") or 0, task=state["task"],
             parameters=state.get("parameters"), tool_call=state.get("tool_call"),
