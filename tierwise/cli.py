@@ -81,14 +81,14 @@ class _Output:
     def json(self, data: Any) -> None:
         sys.stdout.write(self.scrub(json.dumps(data, indent=2, default=str)) + "\n")
 
-    def fail(self, message: str, hint: str = "") -> NoReturn:
+    def fail(self, message: str, hint: str = "", code: int = 2) -> NoReturn:
         # soft_wrap: one line however narrow the terminal; escape: a value such as
         # "[bold]" in a bad config must be shown, not taken as rich markup.
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         err.print(f"[bold red]error:[/] {escape(self.scrub(message))}", markup=True)
         if hint:
             err.print(f"[dim]hint:[/] {escape(self.scrub(hint))}", markup=True)
-        raise typer.Exit(code=2)
+        raise typer.Exit(code=code)
 
 
 out = _Output()
@@ -356,6 +356,90 @@ def ask(
         local = " (in-process embedded model)" if result.spec.provider.value == "embedded" else ""
         out.line(f"[bold]answer[/] from {result.model} ({result.tier.value}){local}:")
         out.line(str(result.message.content).strip())
+
+
+@app.command()
+def run(
+    instruction: Annotated[
+        str | None,
+        typer.Argument(help="What to do (for --graph extraction: the task). Omit it to "
+                       "resume or show the run --thread names.", show_default=False),
+    ] = None,
+    graph: Annotated[
+        str | None,
+        typer.Option("--graph", "-g", help="pipeline (default), triage or extraction; a "
+                     "resumed thread keeps its own.", show_default=False),
+    ] = None,
+    policy_mode: Annotated[
+        str | None,
+        typer.Option("--policy", "-p", help="Policy mode: local_only, free_first, balanced or "
+                     "quality_first (default: the configured policy).", show_default=False),
+    ] = None,
+    max_tier: MaxTierOption = None,
+    tools: Annotated[
+        str | None,
+        typer.Option("--tools", help="Tools steps may call: module.path:ATTR or "
+                     "path/to/file.py:ATTR, a list of LangChain tools, functions or OpenAI "
+                     "tool dicts.", show_default=False),
+    ] = None,
+    thread: Annotated[
+        str | None,
+        typer.Option("--thread", "-t", help="Thread id: resume an interrupted run, show a "
+                     "finished one, or name a new one (default: a new id, printed).",
+                     show_default=False),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option("--checkpoints", help="SQLite checkpoints file (default: "
+                     "$TIERWISE_CHECKPOINTS or checkpoints.sqlite in the user data dir).",
+                     show_default=False),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Quality score (0-10) below which a scored step "
+                     "escalates (default: 6).", show_default=False),
+    ] = None,
+    ledger_path: LedgerOption = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
+    ] = True,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a graph on an instruction, showing each node live; resumable with --thread."""
+    import asyncio
+
+    from tierwise.cli_run import RunFailed, RunRequest, execute, resume_hint
+
+    try:
+        request = RunRequest.parse(
+            instruction=instruction, graph=graph, tools=tools, thread=thread,
+            checkpoints=checkpoints, threshold=threshold, as_json=as_json,
+        )
+    except RunFailed as exc:
+        out.fail(exc.message, exc.hint, code=exc.code)
+    try:
+        mode = PolicyMode(policy_mode) if policy_mode is not None else None
+    except ValueError:
+        out.fail(f"unknown policy {policy_mode!r}",
+                 "use --policy " + ", ".join(m.value for m in PolicyMode))
+    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+
+    with _settings(config) as settings:
+        policy = _policy(settings, mode, max_tier)
+        target = ledger_path or default_ledger_path()
+        try:
+            ledger = Ledger(target) if record else None
+        except LedgerError as exc:
+            out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file, or --no-record")
+        with ledger if ledger is not None else nullcontext():
+            try:
+                asyncio.run(execute(request, settings=settings, policy=policy, ledger=ledger,
+                                    out=out))
+            except RunFailed as exc:
+                out.fail(exc.message, exc.hint, code=exc.code)
+            except KeyboardInterrupt:
+                out.fail("interrupted", resume_hint(request.thread, request), code=130)
 
 
 @app.command()
