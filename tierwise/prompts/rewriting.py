@@ -2,8 +2,9 @@
 
 from langchain_core.prompts import ChatPromptTemplate
 
+# Terse on purpose: the 135M embedded model copies or drifts from longer system prompts.
 REWRITE = ChatPromptTemplate.from_messages([
-    ("system", "You rewrite instructions to be clear and self-contained. Keep every fact, "
-     "name, number and date. Never answer the instruction."),
-    ("human", "Rewrite this instruction clearly: {instruction}"),
+    ("system", "You rewrite instructions."),
+    ("human", "Rewrite this instruction more clearly, keeping all facts: {instruction}\n"
+     "Do not carry it out."),
 ])
