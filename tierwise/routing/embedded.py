@@ -28,6 +28,7 @@ Design points:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import os
@@ -180,6 +181,21 @@ class _LoadedModel:
 
 _MODELS: dict[_LoadKey, _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _free_models() -> None:
+    """Free loaded models while the interpreter is whole.
+
+    Left to garbage collection at shutdown, llama-cpp-python's finalizer runs after its
+    own module globals are gone and prints ``TypeError: 'NoneType' object is not callable``.
+    """
+    with _MODELS_LOCK:
+        loaded = list(_MODELS.values())
+        _MODELS.clear()
+    for model in loaded:
+        with model.lock:
+            model.llm.close()
 
 
 def _load(key: _LoadKey) -> _LoadedModel:
