@@ -22,7 +22,7 @@ class QualityScore(BaseModel):
     """A rubric score and the reasons for it."""
 
     score: int = Field(ge=0, le=10, description="0-10: 8-10 excellent, 4-7 good, 0-3 poor.")
-    reasons: list[Annotated[str, Field(max_length=120)]] = Field(
+    reasons: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=2, description="Up to two short reasons."
     )
 
