@@ -639,6 +639,19 @@ class ModelRouter:
                     spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
                 ))
                 continue
+            # The client is built (once per model and event loop; tens of ms the first
+            # time) before the permit is taken, so a permit's time is when the request
+            # leaves, as the provider's window counts it.
+            try:
+                runnable, parse = self._runnables.get(
+                    self.factory.chat_model(spec), spec, request
+                )
+            except Exception as exc:  # noqa: BLE001 - this client cannot express the request
+                reason = classify(exc, redact=self._redact).message
+                note(_refused(
+                    spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
+                ))
+                continue
             permit = self.limiter.try_acquire(spec.key, estimate)
             while isinstance(permit, Denied) and permit.retry_after <= deadline - time.monotonic():
                 yield _Sleep(permit.retry_after)
@@ -648,17 +661,6 @@ class ModelRouter:
                     spec, FailureKind.RATE_LIMITED,
                     f"local {permit.limit} limit: next permit in {permit.retry_after:.2f}s",
                     retry_after=permit.retry_after,
-                ))
-                continue
-            try:
-                runnable, parse = self._runnables.get(
-                    self.factory.chat_model(spec), spec, request
-                )
-            except Exception as exc:  # noqa: BLE001 - this client cannot express the request
-                permit.cancel()
-                reason = classify(exc, redact=self._redact).message
-                note(_refused(
-                    spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
             answer_tokens = estimate - request.prompt_tokens
