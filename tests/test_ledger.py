@@ -40,6 +40,7 @@ from tierwise.routing.policy import Policy
 from tierwise.routing.results import Attempt
 
 NOW = 1_750_000_000.0  # a fixed instant; rows carry their own times
+JOURNAL = getattr(ledger_module, "_fcntl", None) is not None  # the journal needs flock
 
 
 def make_row(**fields: Any) -> LedgerRow:
@@ -432,7 +433,8 @@ _KILLED = textwrap.dedent("""
     import sys, time
     from tierwise.routing.ledger import Ledger, LedgerRow
     path, mode, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    ledger = Ledger(path, flush_interval=interval)
+    # "journal": no batch is committed before the kill, however many rows are recorded.
+    ledger = Ledger(path, flush_interval=interval, batch_size=10**9 if mode == "journal" else 200)
     i = 0
     while True:
         ledger.record(LedgerRow(
@@ -447,6 +449,9 @@ _KILLED = textwrap.dedent("""
             print(i, flush=True)
         elif mode == "interval" and i % 10 == 0:
             print(i, time.monotonic(), flush=True)
+        elif mode == "journal":
+            print(i, flush=True)  # rows 0 .. i-1 have been recorded (record() returned)
+            continue  # as fast as possible: the kill lands mid-record now and then
         time.sleep(0.001)
 """)
 
@@ -479,6 +484,172 @@ def test_kill_mid_batch_loses_no_flushed_row(path: Path) -> None:
     stored = _stored_indices(path)
     assert stored[:flushed] == list(range(flushed))
     assert stored == list(range(len(stored)))  # a prefix: commits are in order, no holes
+
+
+def _stored_nodes(path: Path) -> list[int]:
+    """Stored indices in commit (id) order, duplicates kept."""
+    with sqlite3.connect(path) as conn:
+        return [int(n) for (n,) in conn.execute("SELECT node FROM attempts ORDER BY id")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_kill_loses_no_recorded_row_the_journal_recovers_them(path: Path) -> None:
+    # Nothing is committed by the child (a minute-long flush interval, no flush()): every
+    # recorded row is only in memory and in the journal when the kill lands.
+    proc = _python(_KILLED, path, "journal", 60)
+    recorded = int(_kill_after(proc, 500))
+    assert _stored_nodes(path) == []
+    (journal,) = Path(f"{path}.journal").glob("*.jsonl")  # the dead writer's
+    with Ledger(path) as recovering:  # opening the file recovers them
+        assert recovering.spent(since=0) == pytest.approx(len(_stored_nodes(path)) * 0.001)
+    stored = _stored_nodes(path)
+    assert stored[:recorded] == list(range(recorded))  # everything record() returned for
+    assert stored == list(range(len(stored)))  # in order, no holes, no duplicates
+    assert not journal.exists()
+    with Ledger(path):  # opening again imports nothing twice
+        pass
+    assert _stored_nodes(path) == stored
+
+
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_journal_is_emptied_by_commits_and_deleted_on_close(path: Path) -> None:
+    ledger = Ledger(path, flush_interval=60)
+    journals = Path(f"{path}.journal")
+    assert not journals.exists()  # opened by the first record(), not by opening the file
+    ledger.record(make_row(node="a"))
+    ledger.record(make_row(node="b"))
+    (journal,) = journals.glob("*.jsonl")
+    lines = journal.read_bytes().splitlines()
+    assert [line.split(b"\t")[0] for line in lines] == [b"1", b"2"]
+    assert ledger.flush()
+    assert journal.stat().st_size == 0  # everything committed: emptied
+    ledger.record(make_row(node="c"))
+    assert journal.read_bytes().startswith(b"3\t")
+    ledger.close()
+    assert list(journals.iterdir()) == []
+    assert stored_count(path) == 3
+
+
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_a_long_journal_is_rewritten_with_the_pending_rows_only(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "_JOURNAL_LIMIT", 0)
+    real_commit = ledger_module._commit
+    with Ledger(path, flush_interval=60) as ledger:
+
+        def commit_while_recording(*args: Any, **kwargs: Any) -> int:
+            ledger.record(make_row(node="during-1"))  # pending when the commit ends
+            ledger.record(make_row(node="during-2"))
+            return real_commit(*args, **kwargs)
+
+        for i in range(3):
+            ledger.record(make_row(node=str(i)))
+        (journal,) = Path(f"{path}.journal").glob("*.jsonl")
+        monkeypatch.setattr(ledger_module, "_commit", commit_while_recording)
+        assert ledger._write_pending()
+        monkeypatch.setattr(ledger_module, "_commit", real_commit)
+        assert [line.split(b"\t")[0] for line in journal.read_bytes().splitlines()] == [
+            b"4", b"5",
+        ]  # fmt: skip
+        assert list(journal.parent.iterdir()) == [journal]  # replaced in place
+    assert stored_count(path) == 5
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from tierwise.routing.ledger import Ledger, LedgerRow
+    ledger = Ledger(sys.argv[1], flush_interval=60)
+    ledger.record(LedgerRow(
+        0.0, "run", None, "0", "classification", "simple", "balanced", "openai", "gpt-4o",
+        "paid", "ok", True, 0.1, None, 10, 5, 0.001, False, False, ""))
+    print("recorded", flush=True)
+    sys.stdin.readline()
+    ledger.close()
+    print("closed", flush=True)
+""")
+
+
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_a_live_writers_journal_is_not_imported(path: Path) -> None:
+    proc = _python(_HOLDER, path, stdin=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        assert proc.stdout.readline() == "recorded\n"
+        (journal,) = Path(f"{path}.journal").glob("*.jsonl")
+        with Ledger(path):  # the holder is alive and holds its journal's lock
+            pass
+        assert journal.exists()
+        assert stored_count(path) == 0
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "closed\n"
+    finally:
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert not journal.exists()
+    with Ledger(path):
+        pass
+    assert _stored_nodes(path) == [0]  # committed once, by its writer
+
+
+def _journal_line(seq: int, row: LedgerRow) -> bytes:
+    body = ledger_module._journal_body(row)
+    assert body is not None
+    return b"%d\t%s\n" % (seq, body)
+
+
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_recovery_skips_committed_rows_and_a_partial_last_line(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Ledger(path).close()
+    with sqlite3.connect(path) as conn:  # the dead writer had committed up to seq 2
+        conn.execute("INSERT INTO writers VALUES ('dead', 2, 1, 0.0)")
+    journals = Path(f"{path}.journal")
+    journals.mkdir()
+    rows = [make_row(node=str(i), cost=float(i)) for i in range(1, 5)]
+    data = b"".join(_journal_line(i, row) for i, row in enumerate(rows, 1))
+    (journals / "dead.jsonl").write_bytes(data + _journal_line(5, make_row(node="5"))[:-30])
+    with Ledger(path) as ledger:
+        assert [r.node for r in ledger.rows()] == ["3", "4"]
+        assert ledger.rows()[0] == rows[2]  # every field round-trips
+    assert "malformed line 5 (a write cut short)" in caplog.text
+    assert list(journals.iterdir()) == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT seq FROM writers WHERE writer = 'dead'").fetchone() == (4,)
+    (journals / "dead.jsonl").write_bytes(data)  # the same rows again: all committed
+    with Ledger(path):
+        pass
+    assert stored_count(path) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.skipif(not JOURNAL, reason="no journal without fcntl")
+def test_a_forked_child_has_its_own_journal(path: Path) -> None:
+    with Ledger(path, flush_interval=60) as ledger:
+        ledger.record(make_row(node="parent"))
+        (parent_journal,) = Path(f"{path}.journal").glob("*.jsonl")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                ledger.record(make_row(node="child"))
+                names = {p.name for p in Path(f"{path}.journal").glob("*.jsonl")}
+                code = 0 if len(names) == 2 and parent_journal.name in names else 2
+                ledger.close()  # deletes the child's journal only
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert [p.name for p in Path(f"{path}.journal").glob("*.jsonl")] == [
+            parent_journal.name
+        ]
+        with Ledger(path):  # the parent is alive: its journal is left alone
+            pass
+        assert parent_journal.exists()
+    assert sorted(r.node or "" for r in Ledger(path).rows()) == ["child", "parent"]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")

@@ -12,9 +12,10 @@ Why it is built this way:
   for writers, several processes can append to one file, and a commit is a write to the
   WAL file without an ``fsync``. It needs nothing beyond the standard library.
 * **Off the call path.** :meth:`Ledger.record` appends the row to an in-memory queue and
-  returns (about a microsecond); a background thread commits queued rows in batches, one
-  transaction per batch, at most ``flush_interval`` after the first row of a batch was
-  recorded. A busy database makes only that thread wait.
+  one line to the writer's journal (JSON, one ``write()``; no SQLite), and returns in
+  several µs; a background thread commits queued rows in batches, one transaction per
+  batch, at most ``flush_interval`` after the first row of a batch was recorded. A busy
+  database makes only that thread wait.
 * **Own writes are visible at once.** Budgets must see a call's cost before the next call
   is checked, not after the next batch. :meth:`Ledger.spent` and :meth:`Ledger.requests`
   add this process's not-yet-committed rows to the committed totals. Every batch commits,
@@ -34,20 +35,28 @@ Durability — what a recorded row survives:
   committed before the process ends.
 * **A hard kill** (``SIGKILL``, ``os._exit``, a crash, the OOM killer — and ``SIGTERM``
   when the application installs no handler, since Python then runs no ``atexit`` hooks):
-  every row recorded at least ``flush_interval`` (plus the time one commit takes) before
-  the kill is in the database, and so is every row recorded before a :meth:`Ledger.flush`
-  or a ``record(row, durable=True)`` returned. Rows recorded in the last
-  ``flush_interval`` before the kill may be lost. This is the price of batching; callers
-  that cannot accept it pass ``durable=True`` (one commit per row, tens of µs).
-* **Power loss / OS crash**: ``synchronous=NORMAL`` may roll back the last transactions;
-  the file stays consistent.
+  no row whose :meth:`Ledger.record` returned is lost. Each ledger (writer) appends every
+  row, in the same ``record()`` call, as one line to its own journal
+  ``<ledger>.journal/<writer id>.jsonl`` with a single ``write()``; the data is then in the
+  OS page cache, which outlives the process. The writer holds an exclusive ``flock`` on
+  its journal for its life, empties it whenever every row is committed, and deletes it on
+  :meth:`Ledger.close`. Opening a ledger imports the journals whose lock is free (their
+  writer died): the rows after that writer's committed sequence number (``writers``
+  table), in one transaction that advances it — so importing twice adds nothing. A line
+  cut short by the kill is ignored (that ``record()`` had not returned). Without
+  ``fcntl`` (Windows) there is no journal: rows recorded in the last ``flush_interval``
+  may be lost; ``record(row, durable=True)`` commits before returning (tens of µs).
+* **Power loss / OS crash**: ``synchronous=NORMAL`` may roll back the last transactions,
+  and the journal (never fsynced) may lose its last lines; the file stays consistent.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import threading
@@ -61,6 +70,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import platformdirs
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows: no journal (see the module doc)
+    _fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:  # kept out of the import: `tierwise stats` reads the ledger without LangChain
     from tierwise.routing.policy import Policy
@@ -102,6 +116,10 @@ _MAX_TALLIES: Final = 256
 _RETRY_LOG_EVERY: Final = 20
 # Performance by pairs starts from the first row recorded this long before ``since``.
 _EDGE: Final = 5.0
+# A journal longer than this, with rows still pending after a commit, is rewritten to
+# hold only those rows (otherwise it is emptied whenever every row is committed).
+_JOURNAL_LIMIT: Final = 1 << 20
+_JOURNAL_SUFFIX: Final = ".jsonl"
 
 
 def default_ledger_path() -> Path:
@@ -319,6 +337,62 @@ def _params(row: LedgerRow) -> tuple[Any, ...]:
 
 def _opt_text(value: str | None) -> str | None:
     return None if value is None else str(value)
+
+
+_FIELDS: Final = operator.attrgetter(*_COLUMNS)
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """The journal's JSON serializer: compact, ASCII-only (no raw newline or tab in a line).
+
+    Odd values become their str(), as _params would store them. record() calls it, so the
+    C encoder is built once here rather than per call as json.dumps does.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.JSONEncoder(separators=(",", ":"), check_circular=False, default=str).encode
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",",
+                  False, False, True)  # fmt: skip
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps: Final = _make_dumps()
+
+
+def _journal_body(row: LedgerRow) -> bytes | None:
+    """The JSON array of ``row``'s fields, or None if it cannot be serialized."""
+    try:
+        return _dumps(_FIELDS(row)).encode()
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return None
+
+
+def _read_journal(data: bytes, name: object) -> list[tuple[int, LedgerRow]]:
+    """The (seq, row) lines of a journal file, in sequence order; bad lines are skipped.
+
+    A line is the sequence number, a tab, the JSON array of the fields and a newline.
+    The last line lacks its newline when the kill cut its write short.
+    """
+    found: dict[int, LedgerRow] = {}
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            seq_text, body = line.split(b"\t", 1)
+            values = json.loads(body)
+            if not isinstance(values, list) or len(values) != len(_COLUMNS):
+                raise ValueError("not a row")
+            found[int(seq_text)] = _row(values)
+        except (ValueError, TypeError) as exc:  # JSON, UTF-8 and int() errors included
+            cut = " (a write cut short)" if number == len(lines) else ""
+            logger.warning("ledger journal %s: ignoring malformed line %d%s: %s",
+                           name, number, cut, exc)  # fmt: skip
+    return sorted(found.items())
 
 
 def _row(values: Sequence[Any]) -> LedgerRow:
@@ -552,6 +626,7 @@ class Ledger:
         self.refresh_interval = refresh_interval
         self.busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._journal_dir = Path(f"{self.path}.journal")
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._closed = False
@@ -560,6 +635,8 @@ class Ledger:
             self._reader = self._connect(init=True)
         except sqlite3.DatabaseError as exc:  # not a database, unreadable, locked for good
             raise LedgerError(f"{self.path}: cannot open the ledger: {exc}") from exc
+        if _fcntl is not None:
+            self._recover_journals()
         _LIVE.add(self)
 
     def _reset_state(self) -> None:
@@ -583,6 +660,10 @@ class Ledger:
         self._close_deadline = math.inf
         self._thread: threading.Thread | None = None
         self._failures = 0
+        # This writer's journal (see the module doc), opened by the first record().
+        self._journal_fd: int | None = None
+        self._journal_size = 0  # bytes written to it since it was last emptied
+        self._journaling = _fcntl is not None  # False once the journal failed
 
     def __repr__(self) -> str:
         """``Ledger('/path/ledger.sqlite3')``."""
@@ -658,6 +739,7 @@ class Ledger:
             durable: Return only once the row (and every row before it) is committed,
                 so that even a hard kill right after cannot lose it.
         """
+        body = _journal_body(row) if self._journaling else None  # outside the lock
         sync = False
         with self._lock:
             if self._closed:
@@ -674,10 +756,15 @@ class Ledger:
                 self._wake.notify()
             elif len(pending) >= self.batch_size:
                 self._wake.notify()
+            # Under the lock: lines stay in sequence order, and the writer cannot commit
+            # this row (and empty the journal) before its line is written.
+            if body is not None and not self._closed:
+                self._journal_write(b"%d\t%s\n" % (self._seq, body))
         if sync:
             self._write_pending()
             if self._closed:
                 self._close_writer()
+                self._finish_journal()
         elif durable:
             self.flush()
 
@@ -729,8 +816,10 @@ class Ledger:
         if not self._write_pending():
             with self._lock:
                 lost = len(self._pending)
-            logger.error("ledger %s: %d row(s) could not be written before close", self.path, lost)
+            logger.error("ledger %s: %d row(s) could not be written before close; they stay "
+                         "in the journal until this process exits", self.path, lost)
         self._close_writer()
+        self._finish_journal()
         with self._read_lock:
             if self._reader is not None:
                 self._reader.close()
@@ -806,9 +895,145 @@ class Ledger:
             self._failures = 0
             with self._lock:
                 self._committed = batch[-1][0]
+                self._trim_journal()
                 self._forget_committed(_time.monotonic())
                 self._done.notify_all()
             return True
+
+    # ------------------------------------------------------------------ journal
+    def _journal_file(self, suffix: str = _JOURNAL_SUFFIX) -> Path:
+        return self._journal_dir / (self._writer_id + suffix)
+
+    def _journal_write(self, line: bytes) -> None:
+        """Append one line to the journal, opening it first (caller holds ``_lock``)."""
+        fd = self._journal_fd
+        if fd is None:
+            try:
+                fd = self._journal_fd = self._new_journal(b"")
+            except OSError as exc:
+                self._journal_failed(exc)
+                return
+            self._journal_size = 0
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            self._journal_failed(exc)
+            return
+        self._journal_size += written
+
+    def _new_journal(self, data: bytes) -> int:
+        """Open, lock and fill this writer's journal file; return its descriptor.
+
+        It is written under a temporary name and renamed into place already locked, so a
+        recovering process never sees (and takes for a dead writer's) an unlocked journal.
+        Replacing the previous file this way is atomic: a kill leaves one or the other.
+        """
+        self._journal_dir.mkdir(exist_ok=True)
+        tmp = self._journal_file(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            if data and os.write(fd, data) != len(data):
+                raise OSError("short write to the journal")
+            os.replace(tmp, self._journal_file())
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _trim_journal(self) -> None:
+        """After a commit (caller holds ``_lock``): drop the journal's committed lines."""
+        fd = self._journal_fd
+        if fd is None or not self._journaling or self._journal_size == 0:
+            return
+        try:
+            if self._committed >= self._seq:
+                os.ftruncate(fd, 0)  # O_APPEND: the next line goes to offset 0
+                self._journal_size = 0
+            elif self._journal_size > _JOURNAL_LIMIT:
+                # Rows keep coming: rewrite the journal with the pending rows only (every
+                # row after the last committed one is in _pending here).
+                data = b"".join(
+                    b"%d\t%s\n" % (seq, body)
+                    for seq, row in self._pending
+                    if (body := _journal_body(row)) is not None
+                )
+                self._journal_fd = self._new_journal(data)
+                self._journal_size = len(data)
+                os.close(fd)
+        except OSError as exc:
+            self._journal_failed(exc)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """Stop journaling (caller holds ``_lock``); rows are still batched as before.
+
+        An open journal stays open and locked, so no other process imports rows this
+        one is still going to commit.
+        """
+        self._journaling = False
+        logger.warning("ledger %s: journal unavailable (%s); a hard kill may lose the rows "
+                       "recorded in the last flush_interval", self.path, exc)  # fmt: skip
+
+    def _finish_journal(self) -> None:
+        """Once closed with every row committed: delete the journal and release it."""
+        with self._lock:
+            fd = self._journal_fd
+            if fd is None or self._committed < self._seq:
+                return  # uncommitted rows: locked until exit, then recovered by the next opener
+            self._journal_fd = None
+        try:
+            self._journal_file().unlink(missing_ok=True)  # while still locked
+        except OSError as exc:
+            logger.warning("ledger %s: cannot delete journal: %s", self.path, exc)
+        finally:
+            os.close(fd)
+
+    def _recover_journals(self) -> None:
+        """Commit the journaled rows of writers that died before committing them."""
+        try:
+            files = sorted(self._journal_dir.glob("*" + _JOURNAL_SUFFIX))
+        except OSError:
+            return
+        for file in files:
+            try:
+                self._recover_journal(file)
+            except (OSError, sqlite3.Error) as exc:
+                logger.warning("ledger %s: cannot recover journal %s yet: %s",
+                               self.path, file.name, exc)  # fmt: skip
+
+    def _recover_journal(self, file: Path) -> None:
+        """Import ``file`` if its writer is dead (its lock is free), then delete it."""
+        writer = file.name[: -len(_JOURNAL_SUFFIX)]
+        if writer == self._writer_id:
+            return
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # its writer closed, or another process recovered it
+        try:
+            try:
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its writer is alive
+            try:
+                if not os.path.samestat(os.fstat(fd), os.stat(file)):
+                    return  # replaced by its (live) writer after we opened it
+            except FileNotFoundError:
+                return  # deleted after we opened it
+            chunks: list[bytes] = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            rows = _read_journal(b"".join(chunks), file)
+            if rows:
+                imported = _commit(self._read_conn(), rows, writer, recovered=True)
+                if imported:
+                    logger.info("ledger %s: recovered %d row(s) of a writer that died "
+                                "before committing them", self.path, imported)  # fmt: skip
+            file.unlink()
+        finally:
+            os.close(fd)
 
     def _forget_committed(self, now: float) -> None:
         """Drop own rows no cached total can still need (caller holds ``_lock``)."""
@@ -1130,35 +1355,61 @@ class Ledger:
 
     # ------------------------------------------------------------------ fork
     def _after_fork_in_child(self) -> None:
-        """Forget the parent's rows, thread and connections; the parent writes its rows."""
+        """Forget the parent's rows, thread, connections and journal; the parent writes its rows.
+
+        The child gets a writer id of its own, and its own journal at its first record().
+        """
         for conn in (self._reader, self._writer):
             if conn is not None:
                 _ABANDONED.append(conn)
         self._reader = None
         self._writer = None
+        if self._journal_fd is not None:
+            # Only this copy: the lock belongs to the parent's open file and stays held.
+            try:
+                os.close(self._journal_fd)
+            except OSError:  # pragma: no cover
+                pass
         self._reset_state()
 
 
-def _commit(conn: sqlite3.Connection, batch: list[tuple[int, LedgerRow]], writer: str) -> None:
+def _commit(
+    conn: sqlite3.Connection,
+    batch: list[tuple[int, LedgerRow]],
+    writer: str,
+    *,
+    recovered: bool = False,
+) -> int:
     """Insert ``batch`` and advance ``writer``'s committed sequence number, atomically.
 
     A row that cannot be stored at all (a value of the wrong type) is dropped with an
-    error in the log rather than blocking every row behind it forever.
+    error in the log rather than blocking every row behind it forever. ``recovered``
+    (rows from a dead writer's journal): rows the writer had committed are skipped, in
+    the same transaction. Returns the number of rows the batch brought (before drops).
     """
-    good: list[tuple[Any, ...]] = []
+    good: list[tuple[int, tuple[Any, ...]]] = []
     for seq, row in batch:
         try:
-            good.append(_params(row))
+            good.append((seq, _params(row)))
         except (TypeError, ValueError, OverflowError) as exc:
             logger.error("ledger: dropping unstorable row #%d (%s): %r", seq, exc, row)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        count = len(batch)
+        if recovered:
+            found = conn.execute("SELECT seq FROM writers WHERE writer = ?", (writer,)).fetchone()
+            done = 0 if found is None else int(found[0])
+            good = [item for item in good if item[0] > done]
+            count = sum(1 for seq, _ in batch if seq > done)
+            if not count:
+                conn.execute("COMMIT")
+                return 0
         try:
-            conn.executemany(_INSERT, good)
+            conn.executemany(_INSERT, [params for _, params in good])
         except sqlite3.OperationalError:
             raise
         except (sqlite3.Error, OverflowError):
-            for params in good:  # find and drop the offending row(s)
+            for _, params in good:  # find and drop the offending row(s)
                 try:
                     conn.execute(_INSERT, params)
                 except sqlite3.OperationalError:
@@ -1171,6 +1422,7 @@ def _commit(conn: sqlite3.Connection, batch: list[tuple[int, LedgerRow]], writer
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return count
 
 
 def _retry_busy(action: Callable[[], Any], timeout: float) -> Any:
