@@ -316,6 +316,8 @@ def test_a_failed_escalation_keeps_the_earlier_answer(rig: Rig) -> None:
         ("extract", 1, "paid", None)
     ]
     assert "503" in failed[0]["attempts"][0]
+    # the kept answer's verdicts stand: it is not judged a second time
+    assert runs(result)["assess", 1] == 1 and runs(result)["score", 1] == 1
     assert_totals(result.report)
 
 

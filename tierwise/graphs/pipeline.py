@@ -35,7 +35,7 @@ from tierwise.graphs.state import (
     RoutingReport,
 )
 from tierwise.graphs.steps import step_graph
-from tierwise.nodes.base import ModelLike
+from tierwise.nodes.base import ModelLike, latest_entry
 from tierwise.nodes.classification import DEFAULT_LABELS, classification_node
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.decomposition import decomposition_node, plan_problem
@@ -80,7 +80,14 @@ def _step(state: Mapping[str, Any], index: int, task: str) -> Send:
 
 
 def _follow_route(state: Mapping[str, Any]) -> str | list[Send]:
-    """The conditional edge after ``rewrite``: the route the routing node chose."""
+    """The conditional edge after ``rewrite``: the route the routing node chose.
+
+    A rewrite rerun only after a direct answer scored low; if that escalation found no
+    model, the earlier rewrite and its score stand: on to the rationale.
+    """
+    last = latest_entry(state.get("report") or (), "rewrite")
+    if last is not None and last["status"] == "failed":
+        return "rationale"
     route = state["route"].route
     if route == "plan":
         return "decompose"
@@ -172,7 +179,9 @@ def build_instruction_pipeline(
     graph.add_edge(START, "classify")
     graph.add_edge("classify", "route")
     graph.add_edge("route", "rewrite")
-    graph.add_conditional_edges("rewrite", _follow_route, ["step", "decompose", "score"])
+    graph.add_conditional_edges(
+        "rewrite", _follow_route, ["step", "decompose", "score", "rationale"]
+    )
     graph.add_conditional_edges(
         "decompose", escalation_edge(PIPELINE_STAGES[0], _fan_out, ladder), ["decompose", "step"]
     )

@@ -5,6 +5,9 @@
        └──────────── escalate: malformed / incomplete ─────┘          │
        └──────────── escalate: score below the run's threshold ───────┘
 
+An escalated extraction that finds no model goes straight to ``finish``: the earlier
+answer and its verdicts stand, and are not judged again.
+
 The pipeline sends every sub-task of a plan (and the single action of the ``tool``
 route) through this graph in parallel; ``build_extraction`` is the same graph without
 the quality score, for callers who only want parameters, a valid tool call and a
@@ -31,7 +34,7 @@ from tierwise.graphs.state import (
     StepOutput,
     StepState,
 )
-from tierwise.nodes.base import ModelLike
+from tierwise.nodes.base import ModelLike, latest_entry
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.parameter_extraction import parameter_extraction_node
 from tierwise.nodes.quality_scoring import quality_scoring_node
@@ -59,6 +62,17 @@ def _quality_problem(state: Mapping[str, Any], context: RunContext) -> str | Non
     if found is None or found.score >= context.quality_threshold:
         return None
     return f"score {found.score}/10 below the threshold {context.quality_threshold:g}"
+
+
+def _unless_failed(node: str, *, then: str, otherwise: str) -> Any:
+    """An edge to ``then``, or to ``otherwise`` when ``node``'s last run failed."""
+
+    def route(state: Mapping[str, Any]) -> str:
+        last = latest_entry(state.get("report") or (), node, state.get("step"))
+        return otherwise if last is not None and last["status"] == "failed" else then
+
+    route.__name__ = f"after_{node}"
+    return route
 
 
 def step_stages(*, scoring: bool) -> tuple[Stage, ...]:
@@ -94,7 +108,13 @@ def step_graph(
     graph.add_node("assess", structure_assessment_node(router))
     chain.append("assess")
     graph.add_edge(START, "extract")
-    for a, b in zip(chain, chain[1:], strict=False):
+    # An escalated extraction that found no model keeps the earlier answer, whose
+    # verdicts are already in the state: straight to finish, nothing to judge again.
+    graph.add_conditional_edges(
+        "extract", _unless_failed("extract", then=chain[1], otherwise="finish"),
+        [chain[1], "finish"],
+    )
+    for a, b in zip(chain[1:], chain[2:], strict=False):
         graph.add_edge(a, b)
 
     stages = step_stages(scoring=scoring)
