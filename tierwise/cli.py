@@ -59,6 +59,9 @@ LedgerOption = Annotated[
     Path | None,
     typer.Option("--ledger", help="Ledger file (default: $TIERWISE_LEDGER or the user data dir)."),
 ]
+RecordOption = Annotated[
+    bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
+]
 
 
 class _Output:
@@ -311,9 +314,7 @@ def ask(
     max_tier: MaxTierOption = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
     ledger_path: LedgerOption = None,
-    record: Annotated[
-        bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
-    ] = True,
+    record: RecordOption = True,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -400,9 +401,7 @@ def run(
                      "escalates (default: 6).", show_default=False),
     ] = None,
     ledger_path: LedgerOption = None,
-    record: Annotated[
-        bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
-    ] = True,
+    record: RecordOption = True,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -26,6 +26,7 @@ from tierwise.routing.catalog import Catalog, Provider, default_catalog_data
 from tierwise.routing.policy import Policy
 
 __all__ = [
+    "CREDENTIAL_FIELD",
     "ConfigError",
     "Credentials",
     "ProviderConfig",
@@ -107,7 +108,7 @@ class Credentials(BaseSettings):
 
     def key(self, provider: Provider) -> SecretStr | None:
         """The key for ``provider``; ``None`` when unset or the provider needs none."""
-        name = _CREDENTIAL_FIELD.get(provider)
+        name = CREDENTIAL_FIELD.get(provider)
         value: SecretStr | None = getattr(self, name) if name else None
         return value
 
@@ -115,7 +116,7 @@ class Credentials(BaseSettings):
         """Every key that is set, in clear — only for scrubbing text before it is shown."""
         return tuple(
             s.get_secret_value()
-            for name in _CREDENTIAL_FIELD.values()
+            for name in CREDENTIAL_FIELD.values()
             if (s := getattr(self, name)) is not None and s.get_secret_value()
         )
 
@@ -126,7 +127,8 @@ class Credentials(BaseSettings):
         return text
 
 
-_CREDENTIAL_FIELD: Mapping[Provider, str] = {
+#: The :class:`Credentials` field holding each hosted provider's key.
+CREDENTIAL_FIELD: Mapping[Provider, str] = {
     Provider.GEMINI: "gemini_api_key",
     Provider.GROQ: "groq_api_key",
     Provider.OPENROUTER: "openrouter_api_key",

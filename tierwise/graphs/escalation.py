@@ -27,13 +27,27 @@ from tierwise.routing.catalog import Complexity, TaskType, Tier
 from tierwise.routing.policy import Policy
 from tierwise.routing.router import ModelRouter
 
-__all__ = ["Judge", "Ladder", "Stage", "escalation_edge", "escalation_log", "may_escalate"]
+__all__ = [
+    "Judge",
+    "Ladder",
+    "Stage",
+    "escalation_edge",
+    "escalation_log",
+    "may_escalate",
+    "quality_problem",
+]
 
 #: Where a graph goes when a stage passes: a function of the state.
 Next = Callable[[Mapping[str, Any]], str | list[Send]]
 
 #: A judge: the state and run context in, what is wrong out (``None``: good enough).
 Judge = Callable[[Mapping[str, Any], RunContext], str | None]
+
+
+def quality_problem(state: Mapping[str, Any], context: RunContext) -> str | None:
+    """The judge of a scored step: the ``quality`` score below the run's threshold."""
+    found = state.get("quality")
+    return found.shortfall(context.quality_threshold) if found is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Send
 from pydantic import BaseModel
 
-from tierwise.graphs.common import shared_router
-from tierwise.graphs.escalation import Ladder, Stage, escalation_edge, escalation_log
+from tierwise.graphs.common import module_graph, shared_router
+from tierwise.graphs.escalation import (
+    Ladder,
+    Stage,
+    escalation_edge,
+    escalation_log,
+    quality_problem,
+)
 from tierwise.graphs.state import (
     InstructionInput,
     PipelineOutput,
@@ -52,17 +58,10 @@ def _plan_problem(state: Mapping[str, Any], context: RunContext) -> str | None:
     return plan_problem(state.get("plan"))
 
 
-def _direct_problem(state: Mapping[str, Any], context: RunContext) -> str | None:
-    found = state.get("quality")
-    if found is None or found.score >= context.quality_threshold:
-        return None
-    return f"score {found.score}/10 below the threshold {context.quality_threshold:g}"
-
-
 #: The pipeline's own judged stages (each sub-task's are in ``graphs.steps``).
 PIPELINE_STAGES = (
     Stage("decompose", TaskType.DECOMPOSITION, _plan_problem, "decompose"),
-    Stage("rewrite", TaskType.REWRITING, _direct_problem, "score"),
+    Stage("rewrite", TaskType.REWRITING, quality_problem, "score"),
 )
 
 
@@ -195,10 +194,5 @@ def build_instruction_pipeline(
     return graph.compile(checkpointer=checkpointer, name="instruction_pipeline")
 
 
-def __getattr__(name: str) -> Any:
-    """``graph``: the pipeline over the loaded settings, built on first use (langgraph.json)."""
-    if name == "graph":
-        built = build_instruction_pipeline()
-        globals()["graph"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``graph`` (the pipeline over the loaded settings) is built on first use, for langgraph.json.
+__getattr__ = module_graph(build_instruction_pipeline, __name__)

@@ -25,8 +25,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import BaseModel
 
-from tierwise.graphs.common import shared_router
-from tierwise.graphs.escalation import Ladder, Stage, escalation_edge, escalation_log
+from tierwise.graphs.common import module_graph, shared_router
+from tierwise.graphs.escalation import (
+    Ladder,
+    Stage,
+    escalation_edge,
+    escalation_log,
+    quality_problem,
+)
 from tierwise.graphs.state import (
     ExtractionOutput,
     StepInput,
@@ -51,17 +57,7 @@ __all__ = ["build_extraction", "step_graph", "step_stages"]
 
 def _structure_problem(state: Mapping[str, Any], context: RunContext) -> str | None:
     found = state.get("structure")
-    if found is None or found.passed:
-        return None
-    what = "malformed" if not found.well_formed else "incomplete"
-    return f"{what}: {'; '.join(found.defects)}" if found.defects else what
-
-
-def _quality_problem(state: Mapping[str, Any], context: RunContext) -> str | None:
-    found = state.get("quality")
-    if found is None or found.score >= context.quality_threshold:
-        return None
-    return f"score {found.score}/10 below the threshold {context.quality_threshold:g}"
+    return found.problem() if found is not None else None
 
 
 def _unless_failed(node: str, *, then: str, otherwise: str) -> Any:
@@ -79,7 +75,7 @@ def step_stages(*, scoring: bool) -> tuple[Stage, ...]:
     """The judged stages of the step graph: extraction, judged by assess (and score)."""
     stages = [Stage("extract", TaskType.PARAMETER_EXTRACTION, _structure_problem, "assess")]
     if scoring:
-        stages.append(Stage("extract", TaskType.PARAMETER_EXTRACTION, _quality_problem, "score"))
+        stages.append(Stage("extract", TaskType.PARAMETER_EXTRACTION, quality_problem, "score"))
     return tuple(stages)
 
 
@@ -177,10 +173,5 @@ def build_extraction(
     return graph.compile(checkpointer=checkpointer, name="extraction")
 
 
-def __getattr__(name: str) -> Any:
-    """``graph``: extraction over the loaded settings, built on first use (langgraph.json)."""
-    if name == "graph":
-        built = build_extraction()
-        globals()["graph"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``graph`` (extraction over the loaded settings) is built on first use, for langgraph.json.
+__getattr__ = module_graph(build_extraction, __name__)

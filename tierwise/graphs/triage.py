@@ -9,7 +9,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
-from tierwise.graphs.common import shared_router
+from tierwise.graphs.common import module_graph, shared_router
 from tierwise.graphs.state import InstructionInput, TriageOutput, TriageState
 from tierwise.nodes.base import ModelLike
 from tierwise.nodes.classification import DEFAULT_LABELS, classification_node
@@ -57,10 +57,5 @@ def build_triage(
     return graph.compile(checkpointer=checkpointer, name="triage")
 
 
-def __getattr__(name: str) -> Any:
-    """``graph``: triage over the loaded settings, built on first use (langgraph.json)."""
-    if name == "graph":
-        built = build_triage()
-        globals()["graph"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``graph`` (triage over the loaded settings) is built on first use, for langgraph.json.
+__getattr__ = module_graph(build_triage, __name__)

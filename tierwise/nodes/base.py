@@ -42,6 +42,7 @@ from tierwise.routing.router import ModelRouter
 __all__ = [
     "REPORT_KEY",
     "Answer",
+    "JudgeNode",
     "ModelLike",
     "OperationNode",
     "ReportEntry",
@@ -408,6 +409,22 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
             latency=round(time.perf_counter() - asked.started, 4),
             attempts=list(answer.attempts) if answer else (attempts or []), detail=detail,
         )
+
+
+class JudgeNode(OperationNode):
+    """A node judging other nodes' output (structure, quality) for a task.
+
+    It reads the task first, then the state keys it judges; when their producer is rerun
+    on a higher tier, a judge judges again on its own tier (it never escalates).
+    """
+
+    max_tokens = 80
+    judge = True
+
+    def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The task and the output being judged."""
+        task, *subject = self.reads
+        return {"task": render(state[task]), "subject": render_keys(state, subject) or "(empty)"}
 
 
 def _event(entry: ReportEntry) -> dict[str, Any]:

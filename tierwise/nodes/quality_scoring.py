@@ -6,12 +6,12 @@ A score below the run's ``quality_threshold`` sends the scored step back to a hi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
+from tierwise.nodes.base import JudgeNode, ModelLike
 from tierwise.prompts.quality_scoring import SCORE
 from tierwise.routing.catalog import TaskType
 
@@ -26,29 +26,28 @@ class QualityScore(BaseModel):
         default_factory=list, max_length=2, description="Up to two short reasons."
     )
 
+    def shortfall(self, threshold: float) -> str | None:
+        """Why the score is below ``threshold``, or ``None`` when it is not."""
+        if self.score >= threshold:
+            return None
+        return f"score {self.score}/10 below the threshold {threshold:g}"
+
     @property
     def band(self) -> Literal["excellent", "good", "poor"]:
         """The rubric band of the score."""
         return "excellent" if self.score >= 8 else "good" if self.score >= 4 else "poor"
 
 
-class QualityNode(OperationNode):
+class QualityNode(JudgeNode):
     """Scores the state values at ``subject_keys`` against ``task``."""
 
     operation = TaskType.QUALITY_SCORING
     schema = QualityScore
     prompt = SCORE
-    max_tokens = 80
-    judge = True
 
     def verdict(self, value: Any) -> str:
         """The score and its band."""
         return f"score {value.score}/10 ({value.band})"
-
-    def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """The task and the output being scored."""
-        task, *subject = self.reads
-        return {"task": render(state[task]), "subject": render_keys(state, subject) or "(empty)"}
 
 
 def quality_scoring_node(

@@ -6,12 +6,12 @@ sends the step that produced it back to a higher tier (see ``graphs.escalation``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
+from tierwise.nodes.base import JudgeNode, ModelLike
 from tierwise.prompts.structure_assessment import ASSESS
 from tierwise.routing.catalog import TaskType
 
@@ -32,27 +32,24 @@ class StructureAssessment(BaseModel):
         """Well-formed and complete."""
         return self.well_formed and self.complete
 
+    def problem(self) -> str | None:
+        """What is wrong (``malformed`` / ``incomplete``, with the defects), or ``None``."""
+        if self.passed:
+            return None
+        what = "malformed" if not self.well_formed else "incomplete"
+        return f"{what}: {'; '.join(self.defects)}" if self.defects else what
 
-class AssessmentNode(OperationNode):
+
+class AssessmentNode(JudgeNode):
     """Assesses the structure of the state values at ``subject_keys`` for ``task``."""
 
     operation = TaskType.STRUCTURE_ASSESSMENT
     schema = StructureAssessment
     prompt = ASSESS
-    max_tokens = 80
-    judge = True
 
     def verdict(self, value: Any) -> str:
         """``passed``, or what is wrong."""
-        if value.passed:
-            return "passed"
-        what = "malformed" if not value.well_formed else "incomplete"
-        return f"{what}: {'; '.join(value.defects)}" if value.defects else what
-
-    def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """The task and the output under assessment."""
-        task, *subject = self.reads
-        return {"task": render(state[task]), "subject": render_keys(state, subject) or "(empty)"}
+        return value.problem() or "passed"
 
 
 def structure_assessment_node(

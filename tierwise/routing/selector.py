@@ -358,16 +358,20 @@ class Selector:
         excluded: list[Exclusion] = []
         seen: set[str] = set()
 
-        def consider(spec: ModelSpec, why: str) -> None:
+        def admit(spec: ModelSpec) -> bool:
+            """True for a usable model not met before; records why one is unusable."""
             if spec.key in seen:
-                return
+                return False
             seen.add(spec.key)
             problem = _unusable(
                 spec, snapshot, policy, needs_tools, prompt_tokens, max_output_tokens
             )
             if problem:
                 excluded.append(Exclusion(spec, problem))
-            else:
+            return problem is None
+
+        def consider(spec: ModelSpec, why: str) -> None:
+            if admit(spec):
                 chosen.append(Placement(spec, why))
 
         override = policy.override(operation)
@@ -385,18 +389,11 @@ class Selector:
             else {}
         )
         for rank, tier in enumerate(tiers):
-            usable: list[tuple[int, ModelSpec]] = []
-            for position, spec in enumerate(self.catalog.chain(operation, tier)):
-                if spec.key in seen:
-                    continue
-                seen.add(spec.key)
-                problem = _unusable(
-                    spec, snapshot, policy, needs_tools, prompt_tokens, max_output_tokens
-                )
-                if problem:
-                    excluded.append(Exclusion(spec, problem))
-                else:
-                    usable.append((position, spec))
+            usable = [
+                (position, spec)
+                for position, spec in enumerate(self.catalog.chain(operation, tier))
+                if admit(spec)
+            ]
             if demoted:  # stable: equal levels keep the catalog's order
                 usable.sort(key=lambda item: _level(demoted, item[1].key))
             for index, (position, spec) in enumerate(usable):

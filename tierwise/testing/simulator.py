@@ -19,7 +19,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tierwise.config import Credentials, ProviderConfig, Settings
+from tierwise.config import (
+    CREDENTIAL_ENV,
+    CREDENTIAL_FIELD,
+    Credentials,
+    ProviderConfig,
+    Settings,
+)
 from tierwise.routing.catalog import Catalog, ModelSpec, Provider, load_default_catalog
 from tierwise.routing.policy import Policy
 from tierwise.testing.chat import ChatRequest
@@ -38,23 +44,6 @@ DEFAULT_TIMEOUT = 5.0
 #: The keys simulator settings carry; deliberately nothing like a real key.
 DUMMY_KEYS: Mapping[Provider, str] = {
     p: f"sim-{p.value}" for p in BASE_PATHS if p is not Provider.OLLAMA
-}
-
-_KEY_FIELDS: Mapping[Provider, str] = {
-    Provider.GEMINI: "gemini_api_key",
-    Provider.GROQ: "groq_api_key",
-    Provider.OPENROUTER: "openrouter_api_key",
-    Provider.MISTRAL: "mistral_api_key",
-    Provider.HUGGINGFACE: "hf_token",
-    Provider.OPENAI: "openai_api_key",
-}
-_KEY_ENV: Mapping[Provider, str] = {
-    Provider.GEMINI: "GEMINI_API_KEY",
-    Provider.GROQ: "GROQ_API_KEY",
-    Provider.OPENROUTER: "OPENROUTER_API_KEY",
-    Provider.MISTRAL: "MISTRAL_API_KEY",
-    Provider.HUGGINGFACE: "HF_TOKEN",
-    Provider.OPENAI: "OPENAI_API_KEY",
 }
 
 
@@ -377,7 +366,7 @@ class Simulator:
     def credentials(self) -> Credentials:
         """Dummy keys (``sim-<provider>``) and ``ollama_host``; never reads env or ``~/.env``."""
         values: dict[str, Any] = {
-            field: DUMMY_KEYS[provider] for provider, field in _KEY_FIELDS.items()
+            field: DUMMY_KEYS[provider] for provider, field in CREDENTIAL_FIELD.items()
         }
         return Credentials(**values, ollama_host=self.url, _env_file=None)
 
@@ -401,7 +390,7 @@ class Simulator:
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point tierwise (and plain SDKs) at the simulator."""
-        env = {_KEY_ENV[p]: key for p, key in DUMMY_KEYS.items()}
+        env = {CREDENTIAL_ENV[p][0]: key for p, key in DUMMY_KEYS.items()}  # the primary name
         env.update(
             OLLAMA_HOST=self.url,
             OPENAI_BASE_URL=self.url + BASE_PATHS[Provider.OPENAI],
