@@ -304,13 +304,22 @@ def _merged_catalog(source: str, parsed: _ConfigFile) -> Catalog:
 
 
 def _check_policy_models(source: str, policy: Policy, catalog: Catalog) -> None:
+    """Every model a policy names (pins, A/B arms, ensemble members) is in the catalog."""
     for op, override in policy.operations.items():
-        if override.pin is not None and override.pin not in catalog.models:
-            raise ConfigError(
-                source,
-                f"policy.operations.{op}.pin",
-                f"unknown model {override.pin!r}; allowed: {', '.join(sorted(catalog.models))}",
-            )
+        named: list[tuple[str, str]] = []
+        if override.pin is not None:
+            named.append(("pin", override.pin))
+        if override.ab is not None:
+            named += [("ab.a", override.ab.a), ("ab.b", override.ab.b)]
+        if override.ensemble is not None:
+            named += [(f"ensemble.models[{i}]", m) for i, m in enumerate(override.ensemble.models)]
+        for key, model in named:
+            if model not in catalog.models:
+                raise ConfigError(
+                    source,
+                    f"policy.operations.{op}.{key}",
+                    f"unknown model {model!r}; allowed: {', '.join(sorted(catalog.models))}",
+                )
 
 
 def _config_error(source: str, exc: ValidationError, root: type[BaseModel]) -> ConfigError:

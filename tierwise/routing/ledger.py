@@ -76,6 +76,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no journal (see the module doc)
     _fcntl = None  # type: ignore[assignment]
 
+from tierwise.routing.evidence import EvidenceStore
+
 if TYPE_CHECKING:  # kept out of the import: `tierwise stats` reads the ledger without LangChain
     from tierwise.routing.policy import Policy
     from tierwise.routing.results import Attempt
@@ -100,7 +102,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """``PRAGMA user_version`` of the ledger file this code reads and writes."""
 OK: Final = "ok"
 """The ``outcome`` of an attempt that produced the answer (otherwise a ``FailureKind``)."""
@@ -198,6 +200,11 @@ class LedgerRow:
         escalation: The call was an escalation to a higher tier by the graph.
         repair: The attempt was the schema-repair retry of the same model.
         detail: Failure message, already scrubbed of secrets by the router.
+        call_id: The routed call the attempt belongs to: every attempt of one call
+            (fallbacks, repairs, an ensemble's members) carries the same id. Quality
+            evidence about the answer (:mod:`tierwise.routing.evidence`) names it too.
+        arm: ``"<test>:<arm>"`` when the call was part of an A/B test
+            (:class:`~tierwise.routing.policy.ABTest`), else ``None``.
     """
 
     time: float
@@ -220,6 +227,8 @@ class LedgerRow:
     escalation: bool
     repair: bool
     detail: str
+    call_id: str | None = None
+    arm: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -239,6 +248,8 @@ class LedgerRow:
         node: str | None = None,
         escalation: bool = False,
         time: float | None = None,
+        call_id: str | None = None,
+        arm: str | None = None,
     ) -> LedgerRow:
         """The row for ``attempt``; ``time`` defaults to now (the attempt has just ended).
 
@@ -266,14 +277,18 @@ class LedgerRow:
             escalation=escalation,
             repair=attempt.repair,
             detail=attempt.detail,
+            call_id=call_id,
+            arm=arm,
         )
 
 
 _COLUMNS: Final = (
     "time", "run_id", "thread_id", "node", "operation", "complexity", "policy", "provider",
     "model", "tier", "outcome", "sent", "latency", "time_to_first_token", "input_tokens",
-    "output_tokens", "cost", "escalation", "repair", "detail",
+    "output_tokens", "cost", "escalation", "repair", "detail", "call_id", "arm",
 )  # fmt: skip
+# Journals written by schema version 1 (before call_id and arm) hold this many fields.
+_V1_FIELDS: Final = 20
 _SELECT_ROW: Final = ", ".join(_COLUMNS)
 _INSERT: Final = (
     f"INSERT INTO attempts ({_SELECT_ROW}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -305,13 +320,17 @@ _SCHEMA: Final = (
         cost REAL NOT NULL,
         escalation INTEGER NOT NULL,
         repair INTEGER NOT NULL,
-        detail TEXT NOT NULL
+        detail TEXT NOT NULL,
+        call_id TEXT,
+        arm TEXT
     )""",
     "CREATE INDEX attempts_time ON attempts (time)",
     "CREATE INDEX attempts_model_time ON attempts (model, time)",
     "CREATE INDEX attempts_provider_time ON attempts (provider, time)",
     "CREATE INDEX attempts_run ON attempts (run_id)",
     "CREATE INDEX attempts_operation_model ON attempts (operation, model)",
+    "CREATE INDEX attempts_call ON attempts (call_id)",
+    "CREATE INDEX attempts_arm ON attempts (arm, operation)",
     # Per Ledger instance: the last of its rows that is committed (see the module doc).
     """CREATE TABLE writers (
         writer TEXT PRIMARY KEY,
@@ -319,6 +338,15 @@ _SCHEMA: Final = (
         pid INTEGER NOT NULL,
         updated REAL NOT NULL
     ) WITHOUT ROWID""",
+)
+
+
+# Version 1 ledgers gain the columns that group attempts into calls and A/B arms.
+_MIGRATE_V1: Final = (
+    "ALTER TABLE attempts ADD COLUMN call_id TEXT",
+    "ALTER TABLE attempts ADD COLUMN arm TEXT",
+    "CREATE INDEX attempts_call ON attempts (call_id)",
+    "CREATE INDEX attempts_arm ON attempts (arm, operation)",
 )
 
 
@@ -332,6 +360,7 @@ def _params(row: LedgerRow) -> tuple[Any, ...]:
         None if row.time_to_first_token is None else float(row.time_to_first_token),
         int(row.input_tokens), int(row.output_tokens), float(row.cost),
         int(bool(row.escalation)), int(bool(row.repair)), str(row.detail),
+        _opt_text(row.call_id), _opt_text(row.arm),
     )  # fmt: skip
 
 
@@ -385,7 +414,7 @@ def _read_journal(data: bytes, name: object) -> list[tuple[int, LedgerRow]]:
         try:
             seq_text, body = line.split(b"\t", 1)
             values = json.loads(body)
-            if not isinstance(values, list) or len(values) != len(_COLUMNS):
+            if not isinstance(values, list) or len(values) not in (_V1_FIELDS, len(_COLUMNS)):
                 raise ValueError("not a row")
             found[int(seq_text)] = _row(values)
         except (ValueError, TypeError) as exc:  # JSON, UTF-8 and int() errors included
@@ -398,13 +427,14 @@ def _read_journal(data: bytes, name: object) -> list[tuple[int, LedgerRow]]:
 def _row(values: Sequence[Any]) -> LedgerRow:
     (t, run_id, thread_id, node, operation, complexity, policy, provider, model, tier,
      outcome, sent, latency, ttft, input_tokens, output_tokens, cost, escalation, repair,
-     detail) = values  # fmt: skip
+     detail, call_id, arm) = (*values, None, None)[:len(_COLUMNS)]  # fmt: skip
     return LedgerRow(
         time=t, run_id=run_id, thread_id=thread_id, node=node, operation=operation,
         complexity=complexity, policy=policy, provider=provider, model=model, tier=tier,
         outcome=outcome, sent=bool(sent), latency=latency, time_to_first_token=ttft,
         input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
         escalation=bool(escalation), repair=bool(repair), detail=detail,
+        call_id=call_id, arm=arm,
     )  # fmt: skip
 
 
@@ -629,6 +659,7 @@ class Ledger:
         self._journal_dir = Path(f"{self.path}.journal")
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
+        self._evidence: EvidenceStore | None = None
         self._closed = False
         self._reset_state()
         try:
@@ -664,6 +695,13 @@ class Ledger:
         self._journal_fd: int | None = None
         self._journal_size = 0  # bytes written to it since it was last emptied
         self._journaling = _fcntl is not None  # False once the journal failed
+
+    @property
+    def evidence(self) -> EvidenceStore:
+        """Quality evidence kept in the same file (:mod:`tierwise.routing.evidence`)."""
+        if self._evidence is None:
+            self._evidence = EvidenceStore(self.path, busy_timeout=self.busy_timeout)
+        return self._evidence
 
     def __repr__(self) -> str:
         """``Ledger('/path/ledger.sqlite3')``."""
@@ -719,6 +757,10 @@ class Ledger:
                     raise LedgerError(f"{self.path} is a SQLite file but not a tierwise ledger")
                 for statement in _SCHEMA:
                     conn.execute(statement)
+            elif version == 1:
+                for statement in _MIGRATE_V1:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -824,6 +866,9 @@ class Ledger:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        if self._evidence is not None:
+            self._evidence.close()
+            self._evidence = None
         _LIVE.discard(self)
 
     def _close_writer(self) -> None:
@@ -1364,6 +1409,9 @@ class Ledger:
                 _ABANDONED.append(conn)
         self._reader = None
         self._writer = None
+        if self._evidence is not None:  # the parent's connection; the child opens its own
+            _ABANDONED.append(self._evidence._conn)
+        self._evidence = None
         if self._journal_fd is not None:
             # Only this copy: the lock belongs to the parent's open file and stays held.
             try:

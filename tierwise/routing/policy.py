@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tierwise.routing.catalog import Complexity, Provider, TaskType, Tier
 
-__all__ = ["OperationOverride", "Policy", "PolicyMode", "tier_order"]
+__all__ = ["ABTest", "EnsembleSpec", "OperationOverride", "Policy", "PolicyMode", "tier_order"]
 
 
 class PolicyMode(StrEnum):
@@ -27,6 +27,9 @@ class PolicyMode(StrEnum):
     FREE_FIRST = "free_first"
     BALANCED = "balanced"
     QUALITY_FIRST = "quality_first"
+    #: The learned router (:mod:`tierwise.routing.learned`) picks the primary model per
+    #: prompt among the candidates ``balanced`` allows; the rest stay as fallbacks.
+    LEARNED = "learned"
 
 
 _L, _F, _P = Tier.LOCAL, Tier.FREE, Tier.PAID
@@ -43,6 +46,7 @@ _TIER_ORDER: dict[PolicyMode, dict[Complexity, tuple[Tier, ...]]] = {
     },
     PolicyMode.QUALITY_FIRST: dict.fromkeys(Complexity, (_P, _F, _L)),
 }
+_TIER_ORDER[PolicyMode.LEARNED] = _TIER_ORDER[PolicyMode.BALANCED]
 
 #: A mode that names paid models allows them unless the user caps it; ``free_first``
 #: never spends money unless the cap is raised explicitly.
@@ -51,6 +55,7 @@ _DEFAULT_CAP: dict[PolicyMode, Tier] = {
     PolicyMode.FREE_FIRST: _F,
     PolicyMode.BALANCED: _P,
     PolicyMode.QUALITY_FIRST: _P,
+    PolicyMode.LEARNED: _P,
 }
 
 
@@ -63,6 +68,44 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class ABTest(_Frozen):
+    """Split one operation's traffic between two models, sticky per thread.
+
+    A thread (else a run) always lands on the same arm: the arm is a hash of the test's
+    name and the thread id, so a conversation never flips models mid-way and a resumed
+    run keeps its arm. The arm's model becomes the primary candidate; the rest of the
+    chain stays behind it as fallbacks (an arm never costs the caller an answer). Every
+    attempt of the call carries ``"<name>:a"`` or ``"<name>:b"`` in the ledger's ``arm``
+    column; ``tierwise ab report`` compares the arms.
+    """
+
+    name: str = Field(pattern=_NAME, description="The test's name (ledger arm prefix).")
+    a: str = Field(min_length=1, description="Catalog key of arm a's model.")
+    b: str = Field(min_length=1, description="Catalog key of arm b's model.")
+    share_b: float = Field(0.5, gt=0, lt=1, description="Fraction of threads sent to arm b.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if self.a == self.b:
+            raise ValueError(f"ab test {self.name!r}: arms a and b are both {self.a!r}")
+        return self
+
+
+class EnsembleSpec(_Frozen):
+    """Answer an operation with several models in parallel and combine their answers."""
+
+    models: tuple[str, ...] = Field(min_length=2, description="Catalog keys of the members.")
+    combiner: Literal["auto", "vote", "best_score"] = Field(
+        "auto",
+        description="vote: the most common answer (classification, routing); best_score: "
+        "the answer a quality judge scores highest (free text); auto: vote for "
+        "label-valued operations, best_score otherwise.",
+    )
+
+
 class OperationOverride(_Frozen):
     """Per-operation adjustments on top of the policy."""
 
@@ -71,10 +114,14 @@ class OperationOverride(_Frozen):
         frozenset(), description="Tiers never used for this operation."
     )
     max_tier: Tier | None = Field(None, description="A lower tier cap for this operation.")
+    ab: ABTest | None = Field(None, description="Split this operation's traffic (A/B test).")
+    ensemble: EnsembleSpec | None = Field(
+        None, description="Answer with several models and combine (graph nodes)."
+    )
 
     def __hash__(self) -> int:
         """Hash of the fields, so policies holding overrides can be cache keys."""
-        return hash((self.pin, self.forbid_tiers, self.max_tier))
+        return hash((self.pin, self.forbid_tiers, self.max_tier, self.ab, self.ensemble))
 
 
 class Policy(_Frozen):
@@ -109,6 +156,24 @@ class Policy(_Frozen):
     operations: Mapping[TaskType, OperationOverride] = Field(
         default_factory=dict, description="Per-operation pins and tier restrictions."
     )
+    router_model: str | None = Field(
+        None,
+        description="mode learned: the trained router file (default: router.npz in the "
+        "user data dir; `tierwise router train` writes it).",
+    )
+    strong_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="mode learned: the share of calls the most expensive candidate should "
+        "get; the router's cost weight is calibrated to it.",
+    )
+    cost_weight: float | None = Field(
+        None,
+        ge=0,
+        description="mode learned: quality points (0-1) one USD per call must buy, when "
+        "strong_share is not set (default: calibrated to a 50% strong share).",
+    )
 
     @model_validator(mode="after")
     def _default_cap(self) -> Self:
@@ -130,6 +195,9 @@ class Policy(_Frozen):
             self.max_cost_per_day,
             frozenset(self.max_cost_per_provider_per_day.items()),
             frozenset(self.operations.items()),
+            self.router_model,
+            self.strong_share,
+            self.cost_weight,
         ))
 
     @property

@@ -71,6 +71,10 @@ class RoutedResult:
     spec: ModelSpec
     attempts: tuple[Attempt, ...]
     latency: float
+    #: Names this call in the ledger (``attempts.call_id``) and in quality evidence.
+    call_id: str = ""
+    #: ``"<test>:<arm>"`` when an A/B test chose the primary model, else ``None``.
+    arm: str | None = None
 
     @property
     def model(self) -> str:
@@ -119,6 +123,7 @@ class RoutedResult:
             "cost": self.cost,
             "latency": self.latency,
             "attempts": [a.describe() for a in self.attempts],
+            "call_id": self.call_id,
         }
 
 

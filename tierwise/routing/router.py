@@ -21,6 +21,7 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,9 +45,10 @@ from tierwise.routing.answers import (
 from tierwise.routing.budget import BudgetExceeded, BudgetGuard
 from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
+from tierwise.routing.evidence import Measured
 from tierwise.routing.ledger import Ledger, LedgerRow, shared_ledger
 from tierwise.routing.limits import Denied, HealthBoard, LimitName, RateLimiter
-from tierwise.routing.policy import Policy
+from tierwise.routing.policy import Policy, PolicyMode
 from tierwise.routing.providers import ProviderFactory, probe
 from tierwise.routing.results import (
     Attempt,
@@ -58,6 +60,7 @@ from tierwise.routing.results import (
     StreamRestart,
 )
 from tierwise.routing.selector import DemotionRule, Selector, Snapshot, Standing
+from tierwise.routing.steering import Steer, Steering
 
 __all__ = ["DEFAULT_DEMOTION", "DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema"]
 
@@ -90,6 +93,7 @@ class _Request:
     config: RunnableConfig | None
     prompt_tokens: int
     run_id: str | None = None
+    call_id: str = ""
 
 
 @dataclass(slots=True)
@@ -267,6 +271,7 @@ class ModelRouter:
         ledger: Ledger | Literal["default"] | None = "default",
         demotion: DemotionRule | None = DEFAULT_DEMOTION,
         standings_ttl: float = 2.0,
+        evidence_min_n: int | None = 20,
     ) -> None:
         """Build a router.
 
@@ -292,6 +297,11 @@ class ModelRouter:
             standings_ttl: seconds the ledger's record is reused before it is read again
                 (about 0.5 ms: one indexed query per judged (operation, model); the calls
                 in between read no SQLite).
+            evidence_min_n: with a ledger, the selector orders models within a tier by
+                their measured quality (evals, judges, escalations; see
+                :mod:`~tierwise.routing.evidence`) in place of the catalog's rubric once
+                a model has this many verdicts on the operation; read with the standings.
+                ``None``: rubric and catalog order only.
         """
         self.settings = settings if settings is not None else load_settings()
         self.policy = policy if policy is not None else self.settings.policy
@@ -312,7 +322,11 @@ class ModelRouter:
         self.demotion = demotion
         self._standings_ttl = standings_ttl
         self._standings: tuple[float, frozenset[Standing]] | None = None
-        self._ranked: tuple[Snapshot, frozenset[Standing], Snapshot] | None = None
+        self._ranked: tuple[Snapshot, frozenset[Standing], frozenset[Measured], Snapshot] | None
+        self._ranked = None
+        self.evidence_min_n = evidence_min_n
+        self._quality: frozenset[Measured] = frozenset()
+        self._steering = Steering()
 
     # ------------------------------------------------------------------ drivers
     def invoke(
@@ -329,6 +343,7 @@ class ModelRouter:
         max_tokens: int | None = None,
         min_tier: Tier | str | None = None,
         config: RunnableConfig | None = None,
+        call_id: str | None = None,
     ) -> RoutedResult:
         """Answer ``messages`` for ``operation`` with the first candidate that succeeds.
 
@@ -347,13 +362,15 @@ class ModelRouter:
             max_tokens: expected completion size, for cost and token-limit estimates.
             min_tier: skip candidates below this tier (used to escalate).
             config: LangChain run config (callbacks, tags, metadata) for the model call.
+            call_id: the id the ledger files this call's attempts under (default: a new
+                one); calls sharing an id are one routed result (ensemble members).
 
         Raises:
             NoModelAvailable: every candidate failed or none was allowed; it lists why.
         """
         route = self._route(self._request(
             operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config,
+            max_tokens, min_tier, config, call_id,
         ), streaming=False)
         outcome: _Outcome | None = None
         try:  # closed however the caller leaves: the route releases what it holds
@@ -387,11 +404,12 @@ class ModelRouter:
         max_tokens: int | None = None,
         min_tier: Tier | str | None = None,
         config: RunnableConfig | None = None,
+        call_id: str | None = None,
     ) -> RoutedResult:
         """Async :meth:`invoke`; waiting for a permit never blocks the event loop."""
         route = self._route(self._request(
             operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config,
+            max_tokens, min_tier, config, call_id,
         ), streaming=False)
         outcome: _Outcome | None = None
         try:  # closed however the caller leaves: the route releases what it holds
@@ -540,24 +558,28 @@ class ModelRouter:
             base = self._probed[1]
         snap = self.health.snapshot(base, self._provider_of)
         standings = self._current_standings()
-        if not standings:
+        quality = self._quality
+        if not standings and not quality:
             return snap
         ranked = self._ranked
-        if ranked is not None and ranked[0] is snap and ranked[1] is standings:
-            return ranked[2]
-        result = snap.ranked(standings)
-        self._ranked = (snap, standings, result)
+        if (ranked is not None and ranked[0] is snap and ranked[1] is standings
+                and ranked[2] is quality):  # fmt: skip
+            return ranked[3]
+        result = snap.ranked(standings) if standings else snap
+        if quality:
+            result = result.measured(quality)
+        self._ranked = (snap, standings, quality, result)
         return result
 
     def _current_standings(self) -> frozenset[Standing]:
-        """The ledger's demotions, read at most every ``standings_ttl`` seconds.
+        """The ledger's demotions (and measured quality), read at most every ``standings_ttl`` s.
 
         Hands back the previous object while the standings are equal, so the snapshot
         built from them is the same object too. A ledger that cannot be read keeps the
         last standings (logged): routing must not fail over its monitoring.
         """
         rule, ledger = self.demotion, self.ledger
-        if rule is None or ledger is None:
+        if ledger is None or (rule is None and self.evidence_min_n is None):
             return frozenset()
         now = time.monotonic()
         cached = self._standings
@@ -565,14 +587,30 @@ class ModelRouter:
             return cached[1]
         previous = cached[1] if cached is not None else frozenset()
         try:
-            found = rule.read(ledger, self.settings.catalog, time.time())
+            found = (
+                rule.read(ledger, self.settings.catalog, time.time())
+                if rule is not None else frozenset()
+            )
         except sqlite3.Error as exc:
             logger.warning("ledger %s: cannot read the models' record (%s)", ledger.path, exc)
             found = previous
         if found == previous:
             found = previous
         self._standings = (now, found)
+        self._read_quality(ledger)
         return found
+
+    def _read_quality(self, ledger: Ledger) -> None:
+        """Refresh the measured quality from the ledger's evidence (with the standings)."""
+        if self.evidence_min_n is None:
+            return
+        try:
+            found = frozenset(ledger.evidence.quality(min_n=self.evidence_min_n).values())
+        except sqlite3.Error as exc:
+            logger.warning("ledger %s: cannot read quality evidence (%s)", ledger.path, exc)
+            return
+        if found != self._quality:
+            self._quality = found
 
     def refresh(self) -> None:
         """Forget the availability probe, so the next call probes again."""
@@ -592,6 +630,7 @@ class ModelRouter:
         max_tokens: int | None,
         min_tier: Tier | str | None,
         config: RunnableConfig | None,
+        call_id: str | None = None,
     ) -> _Request:
         msgs = _as_messages(messages)
         return _Request(
@@ -610,17 +649,19 @@ class ModelRouter:
                 _estimate_tokens(msgs) + self._runnables.definition_tokens(schema, tuple(tools))
             ),
             run_id=_config_value(config, "run_id"),
+            call_id=call_id or uuid.uuid4().hex,
         )
 
     def _route(self, request: _Request, *, streaming: bool) -> _Route:
         """Try candidates in order; yields steps, returns the first valid answer."""
         started = time.perf_counter()
-        candidates = self._candidates(request)
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
+        steer = self._steer(request, self._candidates(request), estimate)
+        candidates = steer.candidates
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
         refusals: list[BudgetExceeded] = []
-        record = self._recorder(request)
+        record = self._recorder(request, steer.arm)
 
         def note(attempt: Attempt) -> None:
             attempts.append(attempt)
@@ -704,6 +745,7 @@ class ModelRouter:
                         return RoutedResult(
                             request.operation, verdict.value, verdict.message, spec,
                             tuple(attempts), time.perf_counter() - started,
+                            request.call_id, steer.arm,
                         )
                     if repair or not _repairable(request, verdict):
                         break
@@ -788,7 +830,29 @@ class ModelRouter:
             candidates = select(request.policy.model_copy(update={"max_cost_per_call": None}))
         return candidates
 
-    def _recorder(self, request: _Request) -> Callable[[Attempt], None]:
+    def _steer(
+        self, request: _Request, candidates: tuple[ModelSpec, ...], estimate: int
+    ) -> Steer:
+        """``candidates`` after the request's A/B arm or learned pick (see :mod:`.steering`).
+
+        Escalations (``min_tier``) and single-model chains are left as they are: the graph
+        asked for a tier, not for a model.
+        """
+        override = request.policy.override(request.operation)
+        steered = request.policy.mode is PolicyMode.LEARNED or (
+            override is not None and override.ab is not None
+        )
+        if not steered or request.min_tier is not None or len(candidates) < 2:
+            return Steer(candidates)
+        sticky = (_config_value(request.config, "thread_id") or request.run_id
+                  or request.call_id)  # fmt: skip
+        return self._steering.steer(
+            request.operation, request.policy, candidates, request.messages,
+            sticky_key=sticky, prompt_tokens=request.prompt_tokens,
+            max_tokens=estimate - request.prompt_tokens,
+        )
+
+    def _recorder(self, request: _Request, arm: str | None) -> Callable[[Attempt], None]:
         """A function writing one ledger row per attempt of ``request`` (no-op: no ledger)."""
         ledger = self.ledger
         if ledger is None:
@@ -798,11 +862,13 @@ class ModelRouter:
         thread_id = _config_value(request.config, "thread_id")
         node = _config_value(request.config, "langgraph_node")
         escalation = request.min_tier is not None
+        call_id = request.call_id
 
         def record(attempt: Attempt) -> None:
             ledger.record(LedgerRow.from_attempt(
                 attempt, operation=operation, complexity=complexity, policy=policy,
                 run_id=run_id, thread_id=thread_id, node=node, escalation=escalation,
+                call_id=call_id, arm=arm,
             ))
 
         return record

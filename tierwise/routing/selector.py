@@ -12,6 +12,16 @@ model moves down *within its tier*, below its healthier same-tier peers; the tie
 never changes because of it. Standings are coarse (a level and a short note, only for
 demoted models), so snapshots stay equal — and the memo keeps hitting — while nothing
 material changes.
+
+Measured quality: a snapshot may also carry :class:`~tierwise.routing.evidence.Measured`
+quality per (operation, model) — the mean verdict of evals, judges and escalations, with
+a 95 % interval, once there are enough of them. It takes the place of the catalog's
+static rubric score (read as a share: 8/10 = 0.8): within a tier, a model moves above an
+earlier peer only when its interval lies wholly above the peer's (the peer's interval,
+or its rubric score when it has no evidence), and below a later one likewise. Without
+such a clear difference the catalog's order — which also encodes price — stands. Health
+demotions still come first: a failing model stays below a healthy one however good its
+answers were.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from functools import lru_cache
 from typing import Final, Protocol
 
 from tierwise.routing.catalog import Catalog, Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.routing.evidence import Measured
 from tierwise.routing.policy import Policy
 
 __all__ = [
@@ -224,6 +235,8 @@ class Snapshot:
     reasons: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     #: Models demoted within their tier per operation (see :class:`DemotionRule`).
     standings: frozenset[Standing] = frozenset()
+    #: Measured quality per (operation, model), where there is enough evidence.
+    quality: frozenset[Measured] = frozenset()
 
     @classmethod
     def everything(cls, catalog: Catalog) -> Snapshot:
@@ -232,13 +245,23 @@ class Snapshot:
 
     def cooled(self, keys: frozenset[str], reasons: Mapping[str, str]) -> Snapshot:
         """This snapshot with ``keys`` cooling down for ``reasons``."""
-        return Snapshot(self.available, keys, {**self.reasons, **reasons}, self.standings)
+        return Snapshot(
+            self.available, keys, {**self.reasons, **reasons}, self.standings, self.quality
+        )
 
     def ranked(self, standings: Iterable[Standing]) -> Snapshot:
         """This snapshot with ``standings`` (they replace this one's for the same model)."""
         merged = {(s.operation, s.model): s for s in self.standings}
         merged.update({(s.operation, s.model): s for s in standings})
-        return Snapshot(self.available, self.cooling, self.reasons, frozenset(merged.values()))
+        return Snapshot(
+            self.available, self.cooling, self.reasons, frozenset(merged.values()), self.quality
+        )
+
+    def measured(self, quality: Iterable[Measured]) -> Snapshot:
+        """This snapshot with ``quality`` as the measured quality (replacing any before)."""
+        return Snapshot(
+            self.available, self.cooling, self.reasons, self.standings, frozenset(quality)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,16 +411,29 @@ class Selector:
             if snapshot.standings
             else {}
         )
+        measured = (
+            {m.model: m for m in snapshot.quality if m.operation == operation}
+            if snapshot.quality
+            else {}
+        )
         for rank, tier in enumerate(tiers):
             usable = [
                 (position, spec)
                 for position, spec in enumerate(self.catalog.chain(operation, tier))
                 if admit(spec)
             ]
-            if demoted:  # stable: equal levels keep the catalog's order
+            notes: dict[str, str] = {}
+            if measured:
+                usable = _by_quality(usable, measured, operation)
+                notes = {spec.key: _moved_by_quality(usable, i) for i, (_, spec) in
+                         enumerate(usable)}  # fmt: skip
+            if demoted:  # stable: equal levels keep the order so far
                 usable.sort(key=lambda item: _level(demoted, item[1].key))
             for index, (position, spec) in enumerate(usable):
-                why = _reason(operation, complexity, policy, tier, rank, position, spec)
+                why = _reason(operation, complexity, policy, tier, rank, position, spec,
+                              measured.get(spec.key))  # fmt: skip
+                if notes:
+                    why += notes[spec.key]
                 if demoted:
                     why += _moved(demoted, usable, index)
                 chosen.append(Placement(spec, why))
@@ -452,6 +488,56 @@ def _judged_chains(catalog: Catalog) -> tuple[tuple[str, tuple[ModelSpec, ...]],
         for tier in Tier
         if len(chain := catalog.chain(operation, tier)) >= 2
     )
+
+
+def _span(
+    spec: ModelSpec, measured: Mapping[str, Measured], operation: TaskType
+) -> tuple[float, float] | None:
+    """A model's quality as an interval in [0, 1]: measured, else its rubric score / 10."""
+    m = measured.get(spec.key)
+    if m is not None:
+        return m.low, m.high
+    rubric = spec.score(operation)
+    return None if rubric is None else (rubric / 10, rubric / 10)
+
+
+def _clearly_better(
+    a: ModelSpec, b: ModelSpec, measured: Mapping[str, Measured], operation: TaskType
+) -> bool:
+    """``a``'s quality interval lies wholly above ``b``'s, and one of them is measured."""
+    if a.key not in measured and b.key not in measured:
+        return False
+    span_a, span_b = _span(a, measured, operation), _span(b, measured, operation)
+    return span_a is not None and span_b is not None and span_a[0] > span_b[1]
+
+
+def _by_quality(
+    usable: list[tuple[int, ModelSpec]], measured: Mapping[str, Measured], operation: TaskType
+) -> list[tuple[int, ModelSpec]]:
+    """``usable`` with each model moved above the earlier peers it is clearly better than.
+
+    An insertion sort on a partial order: pairs without a clear difference keep the
+    catalog's order (chains hold a few models, so the quadratic walk costs nothing).
+    """
+    ordered: list[tuple[int, ModelSpec]] = []
+    for item in usable:
+        at = len(ordered)
+        while at and _clearly_better(item[1], ordered[at - 1][1], measured, operation):
+            at -= 1
+        ordered.insert(at, item)
+    return ordered
+
+
+def _moved_by_quality(usable: list[tuple[int, ModelSpec]], index: int) -> str:
+    """The note for the ``index``-th model after :func:`_by_quality` reordered its tier."""
+    position = usable[index][0]
+    passed = [s.key for p, s in usable[index + 1:] if p < position]
+    if passed:
+        return f"; moved above {', '.join(passed)} by measured quality"
+    overtaken = [s.key for p, s in usable[:index] if p > position]
+    if overtaken:
+        return f"; moved below {', '.join(overtaken)} by measured quality"
+    return ""
 
 
 def _level(demoted: Mapping[str, Standing], key: str) -> int:
@@ -510,11 +596,14 @@ def _reason(
     tier_rank: int,
     position: int,
     spec: ModelSpec,
+    measured: Measured | None = None,
 ) -> str:
     role = "primary tier" if tier_rank == 0 else f"fallback tier {tier_rank + 1}"
     where = "first" if position == 0 else f"choice {position + 1}"
     score = spec.score(operation)
     quality = f"rubric {score:g}/10" if score is not None else "rubric not rated"
+    if measured is not None:
+        quality = f"quality {measured.describe()} in place of the {quality}"
     cost = "no cost" if spec.tier is not Tier.PAID else (
         f"${spec.price.input_per_mtok:g}/${spec.price.output_per_mtok:g} per 1M tokens"
     )

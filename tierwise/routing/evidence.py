@@ -1,0 +1,326 @@
+"""Quality evidence: how good answers were, from evals, judges and escalations.
+
+The ledger (:mod:`tierwise.routing.ledger`) says whether a model *answered*; this module
+keeps whether the answer was *good*. Each :class:`Outcome` scores one answer of one model
+for one operation in [0, 1] and names where the verdict came from:
+
+* ``eval`` — ``tierwise eval`` compared the answer with a gold label (1 = right);
+* ``judge`` — a graph's judge scored it (quality score / 10, structure assessment 1 or 0);
+* ``escalation`` — the graph found it not good enough and asked a higher tier (0).
+
+The selector reads the aggregate (:class:`Measured`, an interval around the mean) in
+place of the catalog's static rubric score once there is enough of it; the learned
+router (:mod:`tierwise.routing.learned`) trains on the outcomes joined with the hashed
+prompt features stored per call — never the prompt text, so no secret or user data a
+prompt carried lands in the file.
+
+The tables live in the ledger's SQLite file beside ``attempts`` and are created on first
+use (``CREATE TABLE IF NOT EXISTS``), so an older ledger gains them without a migration.
+Writes are synchronous single transactions: outcomes arrive once per judged answer or
+eval item, far from the per-call hot path the ledger's background writer serves.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, NamedTuple
+
+__all__ = [
+    "EVAL",
+    "ESCALATION",
+    "JUDGE",
+    "EvidenceStore",
+    "Measured",
+    "Outcome",
+    "TrainingRow",
+    "interval",
+]
+
+EVAL: Final = "eval"
+JUDGE: Final = "judge"
+ESCALATION: Final = "escalation"
+_SOURCES: Final = (EVAL, JUDGE, ESCALATION)
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS outcomes (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        operation TEXT NOT NULL,
+        model TEXT NOT NULL,
+        score REAL NOT NULL,
+        source TEXT NOT NULL,
+        call_id TEXT,
+        run_id TEXT,
+        thread_id TEXT,
+        dataset TEXT,
+        item TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS outcomes_operation_model ON outcomes (operation, model)",
+    "CREATE INDEX IF NOT EXISTS outcomes_item ON outcomes (dataset, operation, model, item)",
+    "CREATE INDEX IF NOT EXISTS outcomes_call ON outcomes (call_id)",
+    """CREATE TABLE IF NOT EXISTS features (
+        call_id TEXT PRIMARY KEY,
+        operation TEXT NOT NULL,
+        ids TEXT NOT NULL
+    ) WITHOUT ROWID""",
+)
+_COLUMNS: Final = (
+    "time, operation, model, score, source, call_id, run_id, thread_id, dataset, item, detail"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One verdict on one answer: ``score`` in [0, 1], 1 being a good answer.
+
+    Attributes:
+        operation: ``TaskType`` value.
+        model: Catalog key of the model that answered.
+        score: 1 = right / excellent, 0 = wrong / unusable; judges' scores scaled to [0, 1].
+        source: :data:`EVAL`, :data:`JUDGE` or :data:`ESCALATION`.
+        call_id: The routed call that produced the answer (ledger ``attempts.call_id``).
+        dataset: For evals: the data set's name; with ``item`` it makes an eval resumable.
+        item: For evals: the item's id within the data set.
+        detail: What was compared, for people (no prompt text).
+    """
+
+    operation: str
+    model: str
+    score: float
+    source: str
+    time: float = 0.0
+    call_id: str | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    dataset: str | None = None
+    item: str | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        """Reject scores outside [0, 1] and unknown sources: they would skew every mean."""
+        if not 0.0 <= self.score <= 1.0 or math.isnan(self.score):
+            raise ValueError(f"outcome score must be in [0, 1], got {self.score!r}")
+        if self.source not in _SOURCES:
+            raise ValueError(f"outcome source {self.source!r}; allowed: {', '.join(_SOURCES)}")
+
+
+class Measured(NamedTuple):
+    """The measured quality of one model on one operation: mean score and a 95 % interval."""
+
+    operation: str
+    model: str
+    n: int
+    mean: float
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        """``"measured 0.92 (0.85-0.96, n=60)"``."""
+        return f"measured {self.mean:.2f} ({self.low:.2f}-{self.high:.2f}, n={self.n})"
+
+
+class TrainingRow(NamedTuple):
+    """A prompt's hashed features, the model that answered it and how good the answer was."""
+
+    call_id: str
+    operation: str
+    model: str
+    ids: tuple[int, ...]
+    score: float
+
+
+def interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (scores in [0, 1] count fractionally).
+
+    Wilson rather than mean ± z·se: it stays inside [0, 1] and is honest for small n and
+    for rates near 0 or 1, which is where model comparisons live.
+
+    Example:
+        >>> [round(x, 3) for x in interval(45, 50)]
+        [0.786, 0.957]
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class EvidenceStore:
+    """Outcomes and prompt features in a ledger file (see the module doc).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     store = EvidenceStore(pathlib.Path(tmp) / "ledger.sqlite3")
+        ...     store.record([Outcome("classification", "m", s, EVAL) for s in (1, 1, 0, 1)])
+        ...     store.quality(min_n=1)[("classification", "m")].mean
+        0.75
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        """Open ``path`` (the ledger file), creating the evidence tables if needed."""
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+
+    def __repr__(self) -> str:
+        """``EvidenceStore('/path/ledger.sqlite3')``."""
+        return f"EvidenceStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Release the file."""
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ writing
+    def record(self, outcomes: Iterable[Outcome]) -> int:
+        """Store ``outcomes`` in one transaction; returns how many were stored."""
+        now = _time.time()
+        values = [
+            (o.time or now, str(o.operation), o.model, float(o.score), o.source, o.call_id,
+             o.run_id, o.thread_id, o.dataset, o.item, o.detail)
+            for o in outcomes
+        ]  # fmt: skip
+        if not values:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    f"INSERT INTO outcomes ({_COLUMNS}) VALUES ({', '.join('?' * 11)})", values
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return len(values)
+
+    def record_features(self, call_id: str, operation: str, ids: Sequence[int]) -> None:
+        """Keep the hashed feature ids of ``call_id``'s prompt (for retraining the router)."""
+        text = " ".join(map(str, ids))
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO features (call_id, operation, ids) VALUES (?, ?, ?)",
+                (call_id, str(operation), text),
+            )
+
+    # ------------------------------------------------------------------ reading
+    def done(self, dataset: str, operation: str, model: str) -> set[str]:
+        """Ids of the items of ``dataset`` already evaluated for ``model`` (to resume)."""
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT item FROM outcomes WHERE source = ? AND dataset = ? AND operation = ? "
+                "AND model = ?",
+                (EVAL, dataset, str(operation), model),
+            ).fetchall()
+        return {item for (item,) in found}
+
+    def outcomes(
+        self,
+        *,
+        operation: str | None = None,
+        model: str | None = None,
+        source: str | None = None,
+        dataset: str | None = None,
+        since: float | None = None,
+    ) -> list[Outcome]:
+        """Stored outcomes matching every filter given, oldest first."""
+        where, params = _where(operation=operation, model=model, source=source,
+                               dataset=dataset, since=since)  # fmt: skip
+        with self._lock:
+            found = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outcomes{where} ORDER BY time, id", params
+            ).fetchall()
+        return [
+            Outcome(operation=op, model=m, score=score, source=src, time=t, call_id=call,
+                    run_id=run, thread_id=thread, dataset=ds, item=item, detail=detail)
+            for (t, op, m, score, src, call, run, thread, ds, item, detail) in found
+        ]  # fmt: skip
+
+    def quality(
+        self,
+        *,
+        operation: str | None = None,
+        sources: Sequence[str] = _SOURCES,
+        since: float | None = None,
+        min_n: int = 20,
+    ) -> dict[tuple[str, str], Measured]:
+        """Per (operation, model) with at least ``min_n`` outcomes: mean score and interval."""
+        where, params = _where(operation=operation, since=since)
+        marks = ", ".join("?" * len(sources))
+        clause = f"{where} {'AND' if where else 'WHERE'} source IN ({marks})"
+        with self._lock:
+            found = self._conn.execute(
+                f"SELECT operation, model, count(*), sum(score) FROM outcomes{clause} "
+                "GROUP BY operation, model",
+                [*params, *sources],
+            ).fetchall()
+        measured: dict[tuple[str, str], Measured] = {}
+        for op, model, n, total in found:
+            if n >= min_n:
+                low, high = interval(total, n)
+                measured[(op, model)] = Measured(op, model, n, total / n, low, high)
+        return measured
+
+    def training_rows(
+        self, *, operation: str | None = None, since: float | None = None
+    ) -> list[TrainingRow]:
+        """Each answer whose prompt features were kept, with its mean verdict, oldest first.
+
+        A call whose answer has several verdicts (a judge, then an escalation) is scored by
+        their mean; a call with features but no verdict is left out (no label).
+        """
+        where, params = _where(operation=operation, since=since, table="o")
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT o.call_id, o.operation, o.model, f.ids, avg(o.score), min(o.time) "
+                f"FROM outcomes o JOIN features f ON f.call_id = o.call_id{where} "
+                "GROUP BY o.call_id, o.model ORDER BY min(o.time)",
+                params,
+            ).fetchall()
+        return [
+            TrainingRow(call, op, model, tuple(int(i) for i in ids.split()), float(score))
+            for call, op, model, ids, score, _ in found
+        ]
+
+
+def _where(
+    *,
+    operation: str | None = None,
+    model: str | None = None,
+    source: str | None = None,
+    dataset: str | None = None,
+    since: float | None = None,
+    table: str = "",
+) -> tuple[str, list[object]]:
+    prefix = f"{table}." if table else ""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (("operation", operation), ("model", model), ("source", source),
+                          ("dataset", dataset)):  # fmt: skip
+        if value is not None:
+            clauses.append(f"{prefix}{column} = ?")
+            params.append(str(value))
+    if since is not None:
+        clauses.append(f"{prefix}time >= ?")
+        params.append(float(since))
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
