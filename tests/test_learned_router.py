@@ -1,0 +1,283 @@
+"""The learned router, its RouteLLM-format data loader and a check on the real data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierwise.learning.metrics import evaluate
+from tierwise.learning.routellm import (
+    LabelledSet,
+    contaminated,
+    find_data,
+    load_benchmark,
+    load_labelled,
+    split,
+)
+from tierwise.routing.learned import LearnedRouter, feature_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------- loader
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_booleans_and_response_columns(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "a.csv",
+        "prompt,small,big,small_response,big_response\n"
+        'p1,True,True,"x, y",z\n'
+        "p2,False,True,a,b\n"
+        "p3,FALSE,false,c,d\n",
+    )
+    data = load_labelled(f)
+    assert data.prompts == ("p1", "p2", "p3")
+    assert data.models == ("small", "big")
+    assert data.outcomes["small"].tolist() == [1.0, 0.0, 0.0]
+    assert data.outcomes["big"].tolist() == [1.0, 1.0, 0.0]
+    assert data.pair() == ("small", "big")
+    assert data.pair(strong="small") == ("big", "small")
+
+
+def test_numeric_scores_are_scaled_and_text_columns_ignored(tmp_path: Path) -> None:
+    f = write(tmp_path / "s.csv", "id,prompt,judge_a,judge_b,note\nx,p1,10,0.5,hi\ny,p2,5,1,yo\n")
+    data = load_labelled(f)
+    assert data.models == ("judge_a", "judge_b")
+    assert data.outcomes["judge_a"].tolist() == [1.0, 0.5]  # max 10 > 1: divided by 10
+    assert data.outcomes["judge_b"].tolist() == [0.5, 1.0]  # within [0, 1]: kept
+
+
+def test_directory_of_csvs(tmp_path: Path) -> None:
+    write(tmp_path / "b.csv", "prompt,m1,m2\nq3,True,False\n")
+    write(tmp_path / "a.csv", "prompt,m1,m2\nq1,True,True\nq2,False,True\n")
+    data = load_labelled(tmp_path)
+    assert data.prompts == ("q1", "q2", "q3")  # files by name
+    assert data.sources[2].endswith("b.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("question,m1\nq,True\n", r"bad\.csv: no 'prompt' column"),
+        ("prompt,m1_response,note\nq,a,b\n", r"bad\.csv: no model columns"),
+        ("prompt,m1\nq1,True\nq2,maybe\nq3,False\n", r"bad\.csv: row 3, column 'm1'.*True/False"),
+        ("prompt,m1\nq1,-1\nq2,1\n", r"bad\.csv: row 2, column 'm1'"),
+        ("", r"bad\.csv: empty file"),
+    ],
+)
+def test_bad_files_name_file_and_column(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_labelled(write(tmp_path / "bad.csv", text))
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        load_labelled(tmp_path / "nope.csv")
+
+
+def test_contamination_is_removed_by_exact_text(tmp_path: Path) -> None:
+    write(
+        tmp_path / "contaminated_prompts.jsonl",
+        '{"train_prompt": "x", "eval_prompt": "q1"}\n{"train_prompt": "y", "eval_prompt": "q2 "}\n',
+    )
+    bad = contaminated(tmp_path)
+    assert bad == {"q1", "q2 "}
+    data = load_labelled(write(tmp_path / "d.csv", "prompt,a,b\nq1,True,True\nq2,True,False\n"))
+    clean = data.without(bad)
+    assert clean.prompts == ("q2",)  # "q2 " is not "q2": RouteLLM compares exact text
+    assert clean.removed == 1
+    write(tmp_path / "broken.jsonl", '{"eval_prompt": "a"}\n{"no": 1}\n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl: line 2"):
+        contaminated(tmp_path / "broken.jsonl")
+
+
+def make_set(n: int) -> LabelledSet:
+    prompts = tuple(f"prompt {i % (n // 2)}" for i in range(n))  # every prompt twice
+    rng = np.random.default_rng(0)
+    return LabelledSet(prompts, {"a": rng.integers(0, 2, n).astype(float), "b": np.ones(n)})
+
+
+def test_split_is_deterministic_and_by_prompt() -> None:
+    data = make_set(200)
+    train, test = split(data, test_share=0.3, seed=7)
+    again_train, again_test = split(data, test_share=0.3, seed=7)
+    assert train.prompts == again_train.prompts and test.prompts == again_test.prompts
+    assert not set(train.prompts) & set(test.prompts)
+    assert len(set(test.prompts)) == 30 and len(test) == 60
+    assert split(data, seed=8)[1].prompts != test.prompts
+
+
+# ---------------------------------------------------------------- router
+
+WORDS = ["alpha", "bravo", "delta", "hotel", "kilo", "lima", "oscar", "tango", "zulu"]
+
+
+def synthetic(n: int, seed: int) -> tuple[list[str], dict[str, list[float]]]:
+    """Token 'calculus' -> only 'big' is right; 'poem' -> only 'mid'; else all right."""
+    rng = np.random.default_rng(seed)
+    texts, small, mid, big = [], [], [], []
+    for i in range(n):
+        filler = " ".join(rng.choice(WORDS, size=6))
+        kind = i % 3
+        topic = ("hello", "calculus", "poem")[kind]
+        texts.append(f"{filler} {topic} {filler}")
+        small.append(1.0 if kind == 0 else 0.0)
+        mid.append(1.0 if kind != 1 else 0.0)
+        big.append(1.0 if kind != 2 else 0.0)
+    return texts, {"small": small, "mid": mid, "big": big}
+
+
+@pytest.fixture(scope="module")
+def router() -> LearnedRouter:
+    texts, outcomes = synthetic(600, 0)
+    return LearnedRouter(buckets=1 << 14, epochs=60, learning_rate=0.1).fit(texts, outcomes)
+
+
+CANDIDATES = [("small", 0.0), ("mid", 0.001), ("big", 0.01)]
+
+
+def test_picks_the_model_the_token_calls_for(router: LearnedRouter) -> None:
+    assert router.choose("kilo calculus tango", CANDIDATES, lam=1.0) == "big"
+    assert router.choose("kilo poem tango", CANDIDATES, lam=1.0) == "mid"
+    assert router.choose("kilo hello tango", CANDIDATES, lam=1.0) == "small"
+    p = router.predict("zulu calculus lima")
+    assert p["big"] > 0.8 and p["small"] < 0.2 and p["mid"] < 0.2
+
+
+def test_lam_trades_quality_for_cost(router: LearnedRouter) -> None:
+    assert router.choose("kilo calculus tango", CANDIDATES, lam=0.0) == "big"
+    assert router.choose("kilo calculus tango", CANDIDATES, lam=1e4) == "small"
+
+
+def test_unknown_candidates_get_their_prior(router: LearnedRouter) -> None:
+    scores = router.scores("kilo hello", ["small", "never-seen"])
+    assert scores["never-seen"] == 0.5
+    router.priors["known-mean"] = 0.9
+    try:
+        assert router.scores("kilo", ["known-mean"])["known-mean"] == 0.9
+    finally:
+        del router.priors["known-mean"]
+
+
+def test_predict_many_matches_predict(router: LearnedRouter) -> None:
+    texts = ["kilo calculus", "poem", ""]
+    many = router.predict_many(texts)
+    for row, text in zip(many, texts, strict=True):
+        assert row.tolist() == pytest.approx(list(router.predict(text).values()))
+    ids = feature_ids("kilo calculus", buckets=router.buckets)
+    assert router.predict(ids) == pytest.approx(router.predict("kilo calculus"))
+
+
+@pytest.mark.parametrize("target", [0.1, 0.3, 0.6])
+def test_lam_for_share_hits_the_target(router: LearnedRouter, target: float) -> None:
+    pair = [("small", 0.0), ("big", 0.01)]
+    lam = router.lam_for_share(target, pair)
+    assert router.strong_share(lam, pair) <= target + 1e-9
+    # with graded probabilities (as on real prompts) the share lands on the target
+    graded = LearnedRouter.load(router.save(Path(tempfile.mkdtemp()) / "graded"))
+    graded.calibration = np.random.default_rng(5).uniform(size=(1000, len(graded.keys)))
+    for candidates in (pair, CANDIDATES):
+        lam = graded.lam_for_share(target, candidates)
+        most = graded.strong_share(0.0, candidates)  # 1/3 of rows for 3 uniform models
+        assert graded.strong_share(lam, candidates) == pytest.approx(min(target, most), abs=0.01)
+        if target < most:
+            assert graded.strong_share(lam * 0.9, candidates) > target
+
+
+def test_lam_for_share_with_many_models(router: LearnedRouter) -> None:
+    lam = router.lam_for_share(0.2, CANDIDATES)
+    assert router.strong_share(lam, CANDIDATES) <= 0.2
+    assert router.lam_for_share(1.0, CANDIDATES) == 0.0
+    with pytest.raises(ValueError, match="two candidates"):
+        router.lam_for_share(0.5, [("big", 1.0)])
+
+
+def test_save_load_round_trip(router: LearnedRouter, tmp_path: Path) -> None:
+    path = router.save(tmp_path / "router.npz")
+    loaded = LearnedRouter.load(path)
+    texts = ["kilo calculus", "poem poem", "x"]
+    assert (loaded.predict_many(texts) == router.predict_many(texts)).all()
+    assert loaded.keys == router.keys and loaded.priors == router.priors
+
+
+def test_corrupt_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"missing\.npz: no such router file"):
+        LearnedRouter.load(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match=r"junk\.npz: not a readable \.npz"):
+        LearnedRouter.load(junk)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.zeros(3))
+    with pytest.raises(ValueError, match=r"foreign\.npz: not a tierwise router"):
+        LearnedRouter.load(foreign)
+
+
+def test_partial_fit_moves_toward_new_evidence(router: LearnedRouter, tmp_path: Path) -> None:
+    copy = LearnedRouter.load(router.save(tmp_path / "copy.npz"))
+    before = copy.predict("kilo calculus tango")["small"]
+    copy.partial_fit(["kilo calculus tango"] * 50, {"small": [1.0] * 50}, epochs=20)
+    assert copy.predict("kilo calculus tango")["small"] > before + 0.1
+    copy.partial_fit(["kilo poem"] * 10, {"new": [1.0] * 10})
+    assert "new" in copy.keys
+
+
+def test_nan_outcomes_are_skipped() -> None:
+    texts, outcomes = synthetic(300, 2)
+    outcomes["big"] = [float("nan") if i % 3 == 0 else v for i, v in enumerate(outcomes["big"])]
+    model = LearnedRouter(buckets=1 << 12, epochs=40, learning_rate=0.1).fit(texts, outcomes)
+    assert model.predict("kilo calculus")["big"] > 0.7
+
+
+def test_bad_outcomes_are_errors() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        LearnedRouter().fit(["a", "b"], {"m": [0.0, 2.0]})
+    with pytest.raises(ValueError, match="1 values for 2 prompts"):
+        LearnedRouter().fit(["a", "b"], {"m": [0.0]})
+
+
+def test_feature_ids_are_stable_across_processes() -> None:
+    text = "Natalia sold clips to 48 of her friends in April!"
+    code = f"from tierwise.routing.learned import feature_ids;print(feature_ids({text!r}).tolist())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert out.stdout.strip() == str(feature_ids(text).tolist())
+
+
+# ---------------------------------------------------------------- real data
+
+DATA = find_data()
+
+
+@pytest.mark.skipif(DATA is None, reason="shared RouteLLM data not present")
+def test_learned_router_beats_random_on_real_data() -> None:
+    assert DATA is not None
+    mmlu = load_benchmark("mmlu", DATA)
+    assert mmlu.removed == 5
+    train, test = split(mmlu, test_share=0.3, seed=0)
+    train = train.take(np.arange(0, len(train), 3))  # a third: keeps the test fast
+    model = LearnedRouter(buckets=1 << 16, epochs=20).fit(
+        train.prompts, train.outcomes, calibrate=False
+    )
+    weak, strong = test.pair()
+    p = model.predict_many(list(test.prompts))
+    index = {k: j for j, k in enumerate(model.keys)}
+    quality = evaluate(
+        p[:, index[strong]] - p[:, index[weak]], test.outcomes[weak], test.outcomes[strong]
+    )
+    assert quality.apgr > 0.5

@@ -1,0 +1,224 @@
+"""Training the learned router and scoring it as RouteLLM does.
+
+Two sources of labels, one model (:class:`~tierwise.routing.learned.LearnedRouter`):
+
+* **labelled files** in RouteLLM's column format (a ``prompt`` column and one boolean or
+  score column per model; :mod:`tierwise.learning.routellm`), with ``aliases`` mapping
+  their model columns to catalog keys so the heads serve the catalog's models;
+* **the ledger's own outcomes** (:meth:`~tierwise.routing.evidence.EvidenceStore.training_rows`):
+  the hashed features of each judged call's prompt with the verdicts on its answer —
+  evals, judges' scores, escalations — so the router improves with usage.
+
+``train_standard`` is the fixed, documented split the benchmark and README quote: each
+of GSM8K and MMLU separately, RouteLLM's contaminated prompts removed, deduplicated by
+prompt, shuffled with ``numpy.random.default_rng(seed)`` (seed 0), 30 % held out; one
+router trained on both training parts together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tierwise.learning.metrics import RoutingQuality, evaluate, oracle_scores, random_quality
+from tierwise.learning.routellm import LabelledSet, find_data, load_benchmark, load_labelled, split
+from tierwise.routing.evidence import EvidenceStore
+from tierwise.routing.learned import LearnedRouter
+
+__all__ = [
+    "SETS",
+    "Trained",
+    "router_scores",
+    "score_file",
+    "score_set",
+    "train_from_sources",
+    "train_standard",
+]
+
+SETS = ("gsm8k", "mmlu")
+RANDOM_SEEDS = 20
+
+
+@dataclass
+class Trained:
+    """A router trained on the standard split, with the parts it was trained and tested on."""
+
+    router: LearnedRouter
+    seconds: float
+    train: dict[str, LabelledSet]
+    test: dict[str, LabelledSet]
+    full: dict[str, LabelledSet]
+
+
+def train_standard(data: Path, *, seed: int = 0, test_share: float = 0.3) -> Trained:
+    """The combined router on the GSM8K + MMLU training parts of the standard split."""
+    full = {name: load_benchmark(name, data) for name in SETS}
+    parts = {name: split(full[name], test_share=test_share, seed=seed) for name in SETS}
+    train = {name: parts[name][0] for name in SETS}
+    test = {name: parts[name][1] for name in SETS}
+    both = LabelledSet.concat([train[name] for name in SETS])
+    start = time.perf_counter()
+    router = LearnedRouter(seed=seed).fit(both.prompts, both.outcomes)
+    return Trained(router, time.perf_counter() - start, train, test, full)
+
+
+def router_scores(
+    router: LearnedRouter, prompts: Any, weak: str, strong: str
+) -> npt.NDArray[np.float64]:
+    """``p(strong good) - p(weak good)`` per prompt (models without a head: their prior)."""
+    probabilities = router.predict_many(list(prompts))
+    index = {key: j for j, key in enumerate(router.keys)}
+
+    def column(key: str) -> npt.NDArray[np.float64]:
+        if key in index:
+            return probabilities[:, index[key]]
+        return np.full(len(probabilities), router.prior(key))
+
+    return column(strong) - column(weak)
+
+
+def _figures(quality: RoutingQuality) -> dict[str, float]:
+    return {"apgr": quality.apgr, "cpt50": quality.cpt50, "cpt80": quality.cpt80}
+
+
+def score_set(
+    labelled: LabelledSet,
+    router: LearnedRouter,
+    *,
+    strong: str | None = None,
+    weak: str | None = None,
+) -> dict[str, Any]:
+    """RouteLLM's figures of ``router``, random and oracle routing on one labelled set."""
+    weak, strong = labelled.pair(strong=strong, weak=weak)
+    w, s = labelled.outcomes[weak], labelled.outcomes[strong]
+    known = ~(np.isnan(w) | np.isnan(s))
+    subset = labelled.take(np.flatnonzero(known))
+    w, s = w[known], s[known]
+    learned = evaluate(router_scores(router, subset.prompts, weak, strong), w, s)
+    return {
+        "rows": len(subset),
+        "weak": weak,
+        "strong": strong,
+        "weak_quality": learned.weak_quality,
+        "strong_quality": learned.strong_quality,
+        "learned": _figures(learned),
+        "random": _figures(random_quality(w, s, seeds=RANDOM_SEEDS)),
+        "oracle": _figures(evaluate(oracle_scores(w, s), w, s)),
+    }
+
+
+def score_file(
+    path: str | Path,
+    router: LearnedRouter | str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    seed: int = 0,
+    strong: str | None = None,
+    weak: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Score a RouteLLM-format CSV (or folder of CSVs) with a learned router.
+
+    Args:
+        path: The file or folder (``tierwise.learning.routellm.load_labelled``).
+        router: A trained router, the path of a saved one, or None to train one on the
+            standard GSM8K + MMLU training split (needs the shared data).
+        data: The shared data folder when training (default: ``find_data()``).
+        seed: Split seed when training.
+        strong: The strong model column (default: the higher mean of two columns).
+        weak: The weak model column.
+        aliases: Column name -> the router's model key (as given to training).
+
+    Returns:
+        ``file``, ``rows``, ``weak``, ``strong``, ``weak_quality``, ``strong_quality``,
+        ``learned``/``random``/``oracle`` (each ``{"apgr", "cpt50", "cpt80"}``),
+        ``seen_in_training`` (prompts of the file the router was trained on when it was
+        trained here; None for a given router, whose training prompts are unknown) and
+        ``train_seconds`` (0.0 for a given router).
+
+    Raises:
+        ValueError: An unreadable file or router, or no data to train on.
+    """
+    labelled = load_labelled(path)
+    if aliases:  # the file's model columns under the names the router's heads carry
+        names = dict(aliases)
+        labelled = dataclasses.replace(
+            labelled, outcomes={names.get(k, k): v for k, v in labelled.outcomes.items()}
+        )
+        strong = names.get(strong, strong) if strong else None
+        weak = names.get(weak, weak) if weak else None
+    seen: int | None = None
+    seconds = 0.0
+    if router is None:
+        root = Path(data) if data is not None else find_data()
+        if root is None:
+            raise ValueError("no router given and no shared data to train one (TIERWISE_DATA)")
+        trained = train_standard(root, seed=seed)
+        model, seconds = trained.router, trained.seconds
+        training = {p for part in trained.train.values() for p in part.prompts}
+        seen = sum(1 for p in labelled.prompts if p in training)
+    elif isinstance(router, LearnedRouter):
+        model = router
+    else:
+        model = LearnedRouter.load(router)
+    result = score_set(labelled, model, strong=strong, weak=weak)
+    return {"file": str(path), **result, "seen_in_training": seen, "train_seconds": seconds}
+
+
+def train_from_sources(
+    files: Sequence[LabelledSet] = (),
+    *,
+    evidence: EvidenceStore | None = None,
+    aliases: Mapping[str, str] | None = None,
+    since: float | None = None,
+    base: LearnedRouter | None = None,
+    seed: int = 0,
+) -> tuple[LearnedRouter, int]:
+    """Train on labelled files and the ledger's outcomes; returns the router and its rows.
+
+    Args:
+        files: Labelled sets (RouteLLM format); their model columns are renamed by
+            ``aliases`` (column -> catalog key), unnamed ones kept as they are.
+        evidence: The ledger's evidence store: every judged call with kept features.
+        aliases: Column name -> catalog key.
+        since: Only ledger outcomes from this time on (incremental retraining).
+        base: Continue training this router (``partial_fit``: IDF frozen, new models get a
+            head) instead of fitting a new one.
+        seed: The new router's seed.
+
+    Raises:
+        ValueError: Nothing to train on.
+    """
+    names = dict(aliases or {})
+    prompts: list[str | npt.NDArray[np.int64]] = []
+    columns: dict[str, list[float]] = {}
+
+    def add(prompt: str | npt.NDArray[np.int64], scores: Mapping[str, float]) -> None:
+        for key, column in columns.items():
+            column.append(scores.get(key, math.nan))
+        for key, score in scores.items():
+            if key not in columns:
+                columns[key] = [math.nan] * len(prompts) + [score]
+        prompts.append(prompt)
+
+    for labelled in files:
+        renamed = {names.get(k, k): v for k, v in labelled.outcomes.items()}
+        for row, prompt in enumerate(labelled.prompts):
+            add(prompt, {k: float(v[row]) for k, v in renamed.items() if not np.isnan(v[row])})
+    if evidence is not None:
+        for found in evidence.training_rows(since=since):
+            add(np.asarray(found.ids, dtype=np.int64), {found.model: found.score})
+    if not prompts:
+        raise ValueError("nothing to train on: no labelled file rows and no judged calls "
+                         "with kept features in the ledger")  # fmt: skip
+    if base is not None:
+        return base.partial_fit(prompts, columns), len(prompts)
+    return LearnedRouter(seed=seed).fit(prompts, columns), len(prompts)
