@@ -70,7 +70,7 @@ class RunFailed(Exception):
 
 
 class Printer(Protocol):
-    """What the CLI's scrubbed output offers (``tierwise.cli._Output``)."""
+    """What the CLI's scrubbed output offers (``tierwise.cli_common._Output``)."""
 
     console: Console
     scrub: Callable[[str], str]

@@ -1146,6 +1146,26 @@ class Ledger:
             tally = _Tally("1", where, (model, float(since)), match)
         return round(self._total(key, tally))
 
+    def answered(self, *, since: float, policy: str | None = None) -> int:
+        """Calls answered since ``since`` (under policy mode ``policy``), by every process.
+
+        One row per answered call: the attempt that produced the answer. Own rows count
+        at once. The learned mode's budget calibration reads the day's call volume here.
+        """
+        key = ("answered", since, policy)
+        tally = self._tallies.get(key)
+        if tally is None:
+            where = f"outcome = '{OK}' AND time >= ?" + (" AND policy = ?" if policy else "")
+            params = (float(since), policy) if policy else (float(since),)
+
+            def match(r: LedgerRow) -> float:
+                return 1.0 if (
+                    r.outcome == OK and r.time >= since and (policy is None or r.policy == policy)
+                ) else 0.0  # fmt: skip
+
+            tally = _Tally("1", where, params, match)
+        return round(self._total(key, tally))
+
     def _total(self, key: tuple[Any, ...], fresh: _Tally) -> float:
         """Committed total (cached, refreshed incrementally) plus own uncommitted rows."""
         with self._read_lock:

@@ -326,7 +326,7 @@ class ModelRouter:
         self._ranked = None
         self.evidence_min_n = evidence_min_n
         self._quality: frozenset[Measured] = frozenset()
-        self._steering = Steering()
+        self._steering = Steering(self.ledger)
 
     # ------------------------------------------------------------------ drivers
     def invoke(

@@ -13,7 +13,15 @@ allow, and the rest of the chain stays behind it as fallbacks:
   predicts each candidate's chance of a good answer for this prompt and the one with
   the best chance minus ``λ`` x its expected cost leads. ``λ`` comes from the policy
   (``cost_weight``), or is calibrated so the most expensive candidate gets
-  ``strong_share`` of the calls (default 50 %).
+  ``strong_share`` of the calls; without either, a policy with ``max_cost_per_day`` gets
+  the share the day's budget pays for at the ledger's call volume (below), otherwise 50 %.
+
+Budget calibration: ``share = max_cost_per_day / (calls per day x the strongest
+candidate's cost per call)``, clamped to [0, 1], where calls per day are the calls
+answered under mode ``learned`` in the last 24 h (all processes, from the ledger; read at
+most once a minute; under 20 calls the default share applies). It spreads the budget
+over the day's traffic instead of spending it on the morning's calls; the cap itself is
+still enforced by the budget guard, call by call, whatever the calibration says.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +40,12 @@ import platformdirs
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from tierwise.routing.catalog import ModelSpec, TaskType
+from tierwise.routing.ledger import DAY
 from tierwise.routing.policy import ABTest, Policy, PolicyMode
 
 if TYPE_CHECKING:
     from tierwise.routing.learned import LearnedRouter
+    from tierwise.routing.ledger import Ledger
 
 __all__ = [
     "ROUTER_ENV",
@@ -50,6 +61,9 @@ logger = logging.getLogger(__name__)
 ROUTER_ENV: Final = "TIERWISE_ROUTER"
 """Environment variable naming the trained router file used by mode ``learned``."""
 _DEFAULT_SHARE: Final = 0.5
+_VOLUME_TTL: Final = 60.0
+# Fewer calls than this in 24 h say nothing about tomorrow's volume: the default share.
+_MIN_VOLUME: Final = 20
 
 
 def default_router_path() -> Path:
@@ -102,8 +116,10 @@ class Steering:
     decisions' worth of ``stat`` calls — a routing decision must stay well under 1 ms.
     """
 
-    def __init__(self) -> None:
-        """No router loaded yet."""
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        """Steer with the call volume of ``ledger`` (for budget calibration); no router yet."""
+        self.ledger = ledger
+        self._volume: tuple[float, int] | None = None
         self._lock = threading.Lock()
         self._routers: dict[Path, tuple[float, LearnedRouter]] = {}
         self._lams: dict[tuple[Path, float, float, tuple[str, ...]], float] = {}
@@ -151,11 +167,34 @@ class Steering:
         options = [(spec.key, spec.price.cost(prompt_tokens, max_tokens)) for spec in candidates]
         lam = policy.cost_weight
         if lam is None:
-            share = _DEFAULT_SHARE if policy.strong_share is None else policy.strong_share
-            lam = self._lam(path, router, share, options)
+            share = self.share(policy, max(cost for _, cost in options))
+            lam = self._lam(path, router, round(share, 3), options)
         text = prompt_text(messages, operation)
         choice = router.choose(text, options, lam=lam)
         return Steer(lead(candidates, choice), why=f"learned router chose {choice} (λ={lam:.3g})")
+
+    def share(self, policy: Policy, strong_cost: float) -> float:
+        """The strong candidate's target share: the policy's, the budget's, else 50 %."""
+        if policy.strong_share is not None:
+            return policy.strong_share
+        budget = policy.max_cost_per_day
+        if budget is None or strong_cost <= 0:
+            return _DEFAULT_SHARE
+        calls = self._calls_per_day()
+        if calls is None or calls < _MIN_VOLUME:
+            return _DEFAULT_SHARE
+        return min(1.0, max(0.0, budget / (calls * strong_cost)))
+
+    def _calls_per_day(self) -> int | None:
+        """Calls answered under mode ``learned`` in the last 24 h (cached for a minute)."""
+        if self.ledger is None:
+            return None
+        now = time.monotonic()
+        cached = self._volume
+        if cached is None or now - cached[0] > _VOLUME_TTL:
+            calls = self.ledger.answered(since=time.time() - DAY, policy=PolicyMode.LEARNED.value)
+            cached = self._volume = (now, calls)
+        return cached[1]
 
     def router(self, path: Path) -> LearnedRouter | None:
         """The trained router at ``path`` (reloaded when the file changed), or ``None``."""
@@ -190,7 +229,10 @@ class Steering:
         key = (path, mtime, share, tuple(k for k, _ in options))
         lam = self._lams.get(key)
         if lam is None:
-            lam = router.lam_for_share(share, options)
+            try:
+                lam = router.lam_for_share(share, options)
+            except ValueError:  # no single costliest candidate (e.g. all free): quality only
+                lam = 0.0
             self._lams[key] = lam
         return lam
 

@@ -1,0 +1,157 @@
+"""``tierwise router train`` and ``tierwise router score``: the learned router from the shell.
+
+``train`` fits the router that policy mode ``learned`` uses — from labelled files in
+RouteLLM's column format and from the ledger's own judged calls — and writes it where
+the router looks (``$TIERWISE_ROUTER`` or the user data dir) unless told otherwise.
+``--incremental`` continues the existing router on the ledger outcomes recorded since it
+was written. ``score`` prints RouteLLM's figures (APGR, CPT(50 %), CPT(80 %)) beside
+random and oracle routing for any labelled file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tierwise.cli_common import JsonOption, LedgerOption, out
+
+router_app: typer.Typer = typer.Typer(
+    help="Train and score the learned router (policy mode `learned`).", no_args_is_help=True
+)
+
+AliasOption = Annotated[
+    list[str] | None,
+    typer.Option("--alias", help="COLUMN=MODEL_KEY: the file's column is that model (a "
+                 "catalog key); repeatable."),
+]  # fmt: skip
+DataOption = Annotated[
+    list[Path] | None,
+    typer.Option("--data", "-d", help="Labelled file or folder in RouteLLM's format "
+                 "(prompt + a boolean/score column per model); repeatable."),
+]  # fmt: skip
+
+
+@router_app.command("train")
+def train(
+    data: DataOption = None,
+    alias: AliasOption = None,
+    use_ledger: Annotated[
+        bool, typer.Option("--ledger-outcomes/--no-ledger-outcomes",
+                           help="Also learn from the ledger's judged calls.")
+    ] = True,  # fmt: skip
+    ledger_path: LedgerOption = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Continue the existing router on the ledger "
+                           "outcomes recorded since it was written.")
+    ] = False,  # fmt: skip
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Router file (default: $TIERWISE_ROUTER or "
+                                  "router.npz in the user data dir).")
+    ] = None,  # fmt: skip
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the learned router from labelled files and the ledger's outcomes."""
+    from tierwise.learning.routellm import load_labelled
+    from tierwise.learning.train import train_from_sources
+    from tierwise.routing.learned import LearnedRouter
+    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.routing.steering import default_router_path
+
+    target = out_path or default_router_path()
+    aliases = dict(_alias(a) for a in alias or [])
+    try:
+        files = [load_labelled(p) for p in data or []]
+    except (OSError, ValueError) as exc:
+        out.fail(str(exc), "pass --data with a RouteLLM-format CSV or a folder of them")
+    base, since = None, None
+    if incremental:
+        try:
+            base, since = LearnedRouter.load(target), target.stat().st_mtime
+        except (OSError, ValueError) as exc:
+            out.fail(f"--incremental needs a trained router: {exc}",
+                     "train one first without --incremental")  # fmt: skip
+    ledger_file = ledger_path or default_ledger_path()
+    ledger = None
+    if use_ledger and ledger_file.is_file():
+        try:
+            ledger = Ledger(ledger_file)
+        except LedgerError as exc:
+            out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
+    started = time.perf_counter()
+    try:
+        router, rows = train_from_sources(
+            files, evidence=ledger.evidence if ledger else None, aliases=aliases,
+            since=since, base=base, seed=seed,
+        )
+    except ValueError as exc:
+        out.fail(str(exc), "pass --data FILE, or run graphs/evals that record outcomes")
+    finally:
+        if ledger is not None:
+            ledger.close()
+    seconds = time.perf_counter() - started
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        saved = router.save(target)
+    except OSError as exc:
+        out.fail(f"cannot write the router to {target}: {exc.strerror or exc}",
+                 "pass --out with a file in a writable directory")  # fmt: skip
+    summary = {"router": str(saved), "rows": rows, "models": list(router.keys),
+               "seconds": round(seconds, 2), "incremental": incremental}  # fmt: skip
+    if as_json:
+        out.json(summary)
+        return
+    kind = "continued" if incremental else "trained"
+    out.line(f"{kind} on {rows} labelled prompts in {seconds:.1f} s; models: "
+             f"{', '.join(router.keys)}")  # fmt: skip
+    out.line(f"wrote {saved}; use it with policy mode `learned`")
+
+
+@router_app.command("score")
+def score(
+    file: Annotated[Path, typer.Argument(help="Labelled CSV or folder (RouteLLM format).")],
+    router_path: Annotated[
+        Path | None, typer.Option("--router", help="Router file (default: train one on the "
+                                  "standard GSM8K + MMLU split; needs the shared data).")
+    ] = None,  # fmt: skip
+    strong: Annotated[str | None, typer.Option(help="The strong model's column.")] = None,
+    weak: Annotated[str | None, typer.Option(help="The weak model's column.")] = None,
+    alias: AliasOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """APGR, CPT(50%), CPT(80%) of the learned router vs random and oracle on FILE."""
+    from tierwise.learning.train import score_file
+
+    aliases = dict(_alias(a) for a in alias or [])
+    try:
+        result = score_file(file, router_path, strong=strong, weak=weak, aliases=aliases)
+    except (OSError, ValueError) as exc:
+        out.fail(str(exc), "see `tierwise router score --help`")
+    if as_json:
+        out.json(result)
+        return
+    out.line(f"{file}: {result['rows']} prompts; weak {result['weak']} "
+             f"{result['weak_quality']:.1%}, strong {result['strong']} "
+             f"{result['strong_quality']:.1%}")  # fmt: skip
+    table = Table()
+    for column in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+        table.add_column(column)
+    for name in ("learned", "random", "oracle"):
+        figures = result[name]
+        table.add_row(name, f"{figures['apgr']:.3f}", f"{figures['cpt50']:.1%}",
+                      f"{figures['cpt80']:.1%}")  # fmt: skip
+    out.table(table)
+    seen = result.get("seen_in_training")
+    if seen:
+        out.line(f"note: {seen} of these prompts were in the router's training split")
+
+
+def _alias(text: str) -> tuple[str, str]:
+    column, sep, key = text.rpartition("=")
+    if not sep or not column or not key:
+        out.fail(f"invalid --alias {text!r}", "use COLUMN=CATALOG_KEY")
+    return column, key
