@@ -490,10 +490,13 @@ def simulate(
 
 # Command groups kept in their own modules (they import this module's options and output).
 from tierwise.cli_eval import eval_command  # noqa: E402
+from tierwise.cli_insights import ab_app, recommend_command  # noqa: E402
 from tierwise.cli_router import router_app  # noqa: E402
 
 app.command("eval")(eval_command)
+app.command("recommend")(recommend_command)
 app.add_typer(router_app, name="router")
+app.add_typer(ab_app, name="ab")
 
 
 def main() -> None:
