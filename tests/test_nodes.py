@@ -195,9 +195,10 @@ def test_a_node_alone_writes_its_result_and_a_report_entry(
         "model": "tw-free-a", "provider": "openrouter", "tier": "free", "min_tier": None,
         "escalation": 0, "input_tokens": USAGE[0], "output_tokens": USAGE[1], "cost": 0.0,
         "latency": entry["latency"], "attempts": ["tw-free-a (free): ok"],
-        "detail": entry["detail"],
+        "detail": entry["detail"], "call_id": entry["call_id"], "ensemble": "",
     }  # fmt: skip
     assert 0 < entry["latency"] < TIMEOUT
+    assert len(entry["call_id"]) == 32  # the routed call's id, as the ledger files it
     [call] = brain.calls
     assert call.operation is TaskType(case.id) and call.model == "tw/free-a:free"
     assert case.prompt_has in call.text
@@ -220,6 +221,7 @@ def test_a_node_works_with_a_plain_chat_model(
                                                                   "unrouted")
     assert (entry["input_tokens"], entry["output_tokens"], entry["cost"]) == (*USAGE, 0.0)
     assert entry["attempts"] == ["tw/plain (unrouted): ok"] and entry["latency"] > 0
+    assert (entry["call_id"], entry["ensemble"]) == ("", "")  # nothing routed
     [call] = brain.calls
     assert (call.provider, call.model) == (Provider.OPENAI, "tw/plain")
 

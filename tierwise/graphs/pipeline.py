@@ -144,11 +144,15 @@ def build_instruction_pipeline(
     )
     graph.add_node("classify", classification_node(model, labels=labels))
     graph.add_node("route", instruction_routing_node(model, tools=tools))
-    graph.add_node("rewrite", rewriting_node(model))
+    rewrite = rewriting_node(model)
+    # score judges it on the direct route; on the others its features wait unlabelled
+    # (one small row; training ignores features without a verdict).
+    rewrite.keep_features = True
+    graph.add_node("rewrite", rewrite)
     graph.add_node("decompose", decomposition_node(model, max_steps=max_steps))
     graph.add_node("step", step_graph(model, tools=tools, parameters=parameters).compile())
     graph.add_node("score", quality_scoring_node(model, input_key="instruction",
-                                                 subject_keys=("rewrite",)))
+                                                 subject_keys=("rewrite",), producer="rewrite"))
     graph.add_node("rationale", rationale_generation_node(
         model, subject_keys=("route", "plan", "rewrite", "quality")))
 

@@ -93,7 +93,9 @@ def step_graph(
         output_schema=output_schema,
     )
     ladder = Ladder.of(router)
-    graph.add_node("extract", parameter_extraction_node(router, schema=parameters))
+    extract = parameter_extraction_node(router, schema=parameters)
+    extract.keep_features = True  # assess (and score) judge it: the router learns from it
+    graph.add_node("extract", extract)
     chain = ["extract"]
     if tools:
         graph.add_node("format_tool_call", tool_use_formatting_node(router, tools=tools))
@@ -101,7 +103,7 @@ def step_graph(
         if runnable_tools(tools):
             graph.add_node("execute_tool", tool_execution_node(tools))
             chain.append("execute_tool")
-    graph.add_node("assess", structure_assessment_node(router))
+    graph.add_node("assess", structure_assessment_node(router, producer="extract"))
     chain.append("assess")
     graph.add_edge(START, "extract")
     # An escalated extraction that found no model keeps the earlier answer, whose
@@ -120,7 +122,7 @@ def step_graph(
         ["extract", after_assess],
     )
     if scoring:
-        graph.add_node("score", quality_scoring_node(router))
+        graph.add_node("score", quality_scoring_node(router, producer="extract"))
         graph.add_conditional_edges(
             "score", escalation_edge(stages[1], "finish", ladder), ["extract", "finish"]
         )

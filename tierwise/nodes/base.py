@@ -15,6 +15,12 @@ Escalation is derived from the report, so it survives checkpoints and needs no h
 state: a node that already answered in the current scope (the whole run, or one sub-task
 of a plan) answers again only because a conditional edge judged its answer poor, and then
 asks for a tier above the one that answered last time (:func:`escalation_floor`).
+
+When the run's policy gives the node's operation an ensemble, a first answer comes from
+several models at once, combined (:mod:`tierwise.nodes.ensembles`); an escalated rerun
+asks one routed call with the higher floor — the graph wants a better tier, and the
+ensemble's members may all sit below it. Judges and escalations file quality evidence
+for the answers they judge (:mod:`tierwise.nodes.feedback`).
 """
 
 from __future__ import annotations
@@ -34,8 +40,12 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
 
 from tierwise.nodes.context import RunContext
+from tierwise.nodes.ensembles import CombinerKind, combiner_for
+from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement
 from tierwise.routing.catalog import Complexity, TaskType, Tier
-from tierwise.routing.policy import OperationOverride, Policy
+from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
+from tierwise.routing.ledger import Ledger
+from tierwise.routing.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.routing.results import NoModelAvailable, RoutedResult
 from tierwise.routing.router import ModelRouter
 
@@ -81,11 +91,19 @@ class ReportEntry(TypedDict):
     latency: float
     attempts: list[str]
     detail: str
+    #: The routed call behind the answer (ledger ``call_id``, quality evidence); ``""``
+    #: for a plain chat model's answer and for a failed run (no call answered).
+    call_id: str
+    #: How an ensemble decided (``EnsembleResult.describe``); ``""``: one routed call.
+    ensemble: str
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A parsed answer and its provenance, whichever kind of model gave it."""
+    """A parsed answer and its provenance, whichever kind of model gave it.
+
+    ``call_id`` is empty for a plain chat model (nothing routed, nothing in the ledger).
+    """
 
     value: Any
     message: AIMessage
@@ -96,6 +114,8 @@ class Answer:
     input_tokens: int
     output_tokens: int
     cost: float
+    call_id: str = ""
+    ensemble: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,10 @@ class Question:
     min_tier: Tier | None
     max_tokens: int
     config: RunnableConfig
+    #: What an ensemble's ``auto`` combiner means for this node, and the label fields
+    #: votes compare (see :mod:`tierwise.nodes.ensembles`).
+    combine: CombinerKind = "best_score"
+    vote_fields: tuple[str, ...] = ()
 
 
 def latest_entry(
@@ -153,6 +177,7 @@ class _Routed:
     def __init__(self, router: ModelRouter, pin: str | None = None) -> None:
         self.router = router
         self.pin = pin
+        self.ledger: Ledger | None = router.ledger
 
     def policy(self, context: RunContext, operation: TaskType) -> Policy:
         policy = context.policy or self.router.policy
@@ -168,10 +193,37 @@ class _Routed:
             "max_tokens": q.max_tokens, "config": q.config,
         }
 
+    def _ensemble(self, q: Question) -> EnsembleSpec | None:
+        """The ensemble answering ``q``: the policy's, unless this is an escalation."""
+        override = q.policy.override(q.operation)
+        if override is None or override.ensemble is None or q.min_tier is not None:
+            return None
+        return override.ensemble
+
+    def _ensemble_kwargs(self, q: Question, spec: EnsembleSpec) -> dict[str, Any]:
+        combiner = combiner_for(
+            spec, auto=q.combine, vote_fields=q.vote_fields, router=self.router,
+            messages=q.messages, render=render, complexity=q.complexity, policy=q.policy,
+            config=q.config,
+        )  # fmt: skip
+        kwargs = self._kwargs(q)
+        del kwargs["min_tier"]
+        return {**kwargs, "models": spec.models, "combiner": combiner}
+
     def answer(self, q: Question) -> Answer:
+        spec = self._ensemble(q)
+        if spec is not None:
+            return _routed_answer(ensemble(
+                self.router, q.operation, q.messages, **self._ensemble_kwargs(q, spec)
+            ))
         return _routed_answer(self.router.invoke(q.operation, q.messages, **self._kwargs(q)))
 
     async def aanswer(self, q: Question) -> Answer:
+        spec = self._ensemble(q)
+        if spec is not None:
+            return _routed_answer(await aensemble(
+                self.router, q.operation, q.messages, **self._ensemble_kwargs(q, spec)
+            ))
         result = await self.router.ainvoke(q.operation, q.messages, **self._kwargs(q))
         return _routed_answer(result)
 
@@ -182,12 +234,15 @@ def _routed_answer(result: RoutedResult) -> Answer:
         provider=result.provider.value, tier=result.tier.value,
         attempts=tuple(a.describe() for a in result.attempts),
         input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-        cost=result.cost,
+        cost=result.cost, call_id=result.call_id,
+        ensemble=result.describe() if isinstance(result, EnsembleResult) else "",
     )
 
 
 class _Plain:
     """Answers with one chat model: no routing, no fallback, no tiers."""
+
+    ledger: Ledger | None = None  # nothing routed, nothing to file evidence under
 
     def __init__(self, model: BaseChatModel) -> None:
         self.model = model
@@ -276,6 +331,11 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
     #: Judges (assessment, scoring) judge again at the same tier when their subject is
     #: rerun; only producers escalate.
     judge: ClassVar[bool] = False
+    #: What an ensemble's ``auto`` combiner is for this operation: ``vote`` for labels,
+    #: ``best_score`` (a quality judge) for free text.
+    combine: ClassVar[CombinerKind] = "best_score"
+    #: The fields of the answer a vote compares (empty: the whole answer).
+    vote_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -292,6 +352,10 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
         self.reads = tuple(reads)
         self.writes = tuple(writes)
         self.tools = tuple(tools)
+        #: Keep each answer's hashed prompt features in the ledger, for the learned
+        #: router to retrain on once a judge scores the answer. Graphs set it on the
+        #: producers their judges judge; it costs ~0.2 ms and one row per answer.
+        self.keep_features = False
 
     def __repr__(self) -> str:
         """Name and state keys: what a user composing graphs needs to see."""
@@ -349,7 +413,7 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
             return skipped
         runtime = get_runtime(RunContext)
         context = runtime.context if isinstance(runtime.context, RunContext) else RunContext()
-        report = cast(Sequence[ReportEntry], state.get(REPORT_KEY) or ())
+        report = _report(state)
         step = cast(int | None, state.get("step"))
         floor = None if self.judge else escalation_floor(report, self.node, step)
         asked = _Asking(
@@ -360,6 +424,7 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
                 complexity=Complexity(state.get("complexity") or Complexity.MODERATE),
                 policy=self.answerer.policy(context, self.operation), min_tier=floor,
                 max_tokens=self.max_tokens, config=_run_config(config or {}, state),
+                combine=self.combine, vote_fields=self.vote_fields,
             ),
             state=state, step=step,
             escalation=0 if self.judge else runs_of(report, self.node, step),
@@ -371,8 +436,26 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
 
     def _answered(self, asked: _Asking, answer: Answer) -> dict[str, Any]:
         entry = self._entry(answer, asked, detail=self.verdict(answer.value))
+        self._file_evidence(asked, answer)
         asked.emit(_event(entry))
         return {**self.update(answer.value, asked.state), REPORT_KEY: [entry]}
+
+    def _file_evidence(self, asked: _Asking, answer: Answer | None) -> None:
+        """What this run tells the router about answers' quality (:mod:`.feedback`).
+
+        A rerun producer files an escalation (0) for the answer it replaces, whether or
+        not the rerun finds a model; a producer that will be judged keeps its prompt's
+        features. (Judges file their verdict in :meth:`JudgeNode._file_evidence`.)
+        """
+        ledger = self.answerer.ledger
+        if ledger is None:
+            return
+        q = asked.question
+        if asked.escalation > 0:
+            replaced = latest_entry(_report(asked.state), self.node, asked.step)
+            record_escalation(ledger, replaced, **_run_ids(q.config))
+        if answer is not None and self.keep_features:
+            keep_features(ledger, answer.call_id, q.operation, q.messages)
 
     def _failed(self, asked: _Asking, exc: NoModelAvailable) -> dict[str, Any]:
         """An escalation that found no model keeps the earlier answer; a first run raises.
@@ -384,6 +467,7 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
             raise exc
         entry = self._entry(None, asked, detail=str(exc).splitlines()[0],
                             attempts=[a.describe() for a in exc.attempts])
+        self._file_evidence(asked, None)
         asked.emit({**_event(entry), "status": "failed"})
         return {REPORT_KEY: [entry]}
 
@@ -408,6 +492,8 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
             cost=answer.cost if answer else 0.0,
             latency=round(time.perf_counter() - asked.started, 4),
             attempts=list(answer.attempts) if answer else (attempts or []), detail=detail,
+            call_id=answer.call_id if answer else "",
+            ensemble=answer.ensemble if answer else "",
         )
 
 
@@ -415,11 +501,43 @@ class JudgeNode(OperationNode):
     """A node judging other nodes' output (structure, quality) for a task.
 
     It reads the task first, then the state keys it judges; when their producer is rerun
-    on a higher tier, a judge judges again on its own tier (it never escalates).
+    on a higher tier, a judge judges again on its own tier (it never escalates). Given
+    its ``producer`` (the node whose output it judges), it files its verdict on the
+    producer's latest answer in the ledger as quality evidence (:meth:`evidence`).
     """
 
     max_tokens = 80
     judge = True
+    combine = "vote"
+
+    def __init__(
+        self,
+        model: ModelLike | None,
+        *,
+        name: str,
+        reads: Sequence[str],
+        writes: Sequence[str],
+        producer: str | None = None,
+    ) -> None:
+        """Bind the judge to its model, its state keys and the producer it judges."""
+        super().__init__(model, name=name, reads=reads, writes=writes)
+        self.producer = producer
+
+    def evidence(self, value: Any) -> float | None:
+        """The verdict ``value`` as a score in [0, 1] for the judged answer (``None``: none)."""
+        return None
+
+    def _file_evidence(self, asked: _Asking, answer: Answer | None) -> None:
+        """The verdict on the producer's latest answer in this scope, once per judgement."""
+        ledger = self.answerer.ledger
+        if ledger is None or answer is None or self.producer is None:
+            return
+        score = self.evidence(answer.value)
+        if score is None:
+            return
+        judged = latest_entry(_report(asked.state), self.producer, asked.step)
+        record_judgement(ledger, judged, score, detail=self.verdict(answer.value),
+                         **_run_ids(asked.question.config))  # fmt: skip
 
     def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The task and the output being judged."""
@@ -434,6 +552,18 @@ def _event(entry: ReportEntry) -> dict[str, Any]:
         "status": "done", "model": entry["model"], "tier": entry["tier"],
         "latency": entry["latency"], "cost": entry["cost"], "escalation": entry["escalation"],
     }
+
+
+def _report(state: Mapping[str, Any]) -> Sequence[ReportEntry]:
+    return cast(Sequence[ReportEntry], state.get(REPORT_KEY) or ())
+
+
+def _run_ids(config: RunnableConfig) -> dict[str, str | None]:
+    """The run and thread an outcome belongs to (set by :func:`_run_config` / the caller)."""
+    run_id = config.get("metadata", {}).get("run_id")
+    thread_id = config.get("configurable", {}).get("thread_id")
+    return {"run_id": str(run_id) if run_id is not None else None,
+            "thread_id": str(thread_id) if thread_id is not None else None}
 
 
 def _run_config(config: RunnableConfig, state: Mapping[str, Any]) -> RunnableConfig:

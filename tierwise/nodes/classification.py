@@ -35,6 +35,8 @@ class ClassificationNode(OperationNode):
     operation = TaskType.CLASSIFICATION
     prompt = CLASSIFY
     max_tokens = 40
+    combine = "vote"
+    vote_fields = ("label",)  # the members' complexity estimates may differ: the winner's
 
     def __init__(self, model: ModelLike | None, *, labels: Sequence[str], input_key: str,
                  output_key: str, name: str) -> None:

@@ -34,6 +34,8 @@ class RoutingNode(OperationNode):
     schema = RouteDecision
     prompt = ROUTE
     max_tokens = 16
+    combine = "vote"
+    vote_fields = ("route",)
 
     def __init__(self, model: ModelLike | None, *, tools: Sequence[Any], input_key: str,
                  output_key: str, name: str) -> None:

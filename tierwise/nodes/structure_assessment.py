@@ -46,10 +46,15 @@ class AssessmentNode(JudgeNode):
     operation = TaskType.STRUCTURE_ASSESSMENT
     schema = StructureAssessment
     prompt = ASSESS
+    vote_fields = ("well_formed", "complete")
 
     def verdict(self, value: Any) -> str:
         """``passed``, or what is wrong."""
         return value.problem() or "passed"
+
+    def evidence(self, value: Any) -> float:
+        """1 when the judged answer passed (well-formed and complete), else 0."""
+        return 1.0 if value.passed else 0.0
 
 
 def structure_assessment_node(
@@ -59,15 +64,18 @@ def structure_assessment_node(
     subject_keys: Sequence[str] = ("parameters", "tool_call", "tool_result"),
     output_key: str = "structure",
     name: str = "assess",
+    producer: str | None = None,
 ) -> AssessmentNode:
     """A node assessing whether the values at ``subject_keys`` are well-formed and complete.
 
     Reads ``input_key`` and ``subject_keys``; writes ``output_key``
-    (:class:`StructureAssessment`) and a ``report`` entry.
+    (:class:`StructureAssessment`) and a ``report`` entry. With ``producer`` (the node
+    that wrote the subject), each verdict (1 passed, 0 not) is filed in the router's
+    ledger as evidence on that node's latest answer.
 
     Example:
         >>> structure_assessment_node(model="smollm2-135m", subject_keys=("draft",)).reads
         ('task', 'draft')
     """
     return AssessmentNode(model, name=name, reads=(input_key, *subject_keys),
-                          writes=(output_key,))
+                          writes=(output_key,), producer=producer)

@@ -57,6 +57,7 @@ class ToolCallNode(OperationNode):
     schema = None
     prompt = FORMAT_TOOL_CALL
     max_tokens = 120
+    combine = "vote"  # the most common tool call (name and arguments)
 
     def inputs(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The task and its extracted parameters."""
