@@ -68,3 +68,25 @@ def test_selection_benchmark_compares_with_litellm(table: str) -> None:
     assert "memoised" in row[2]
     assert "simple-shuffle" in row[4] and "usage-based-routing-v2" in row[4]
     assert row[6] in ("yes", "**no**")
+
+
+def test_routing_quality_scores_a_labelled_file_with_a_saved_router(tmp_path: Path) -> None:
+    """``benchmarks.routing_quality --file --router`` prints RouteLLM's table (no timings read)."""
+    from tierwise.routing.learned import LearnedRouter
+
+    rows_ = [(f"question {i} about {'apples' if i % 2 else 'integrals'}", i % 2 == 1)
+             for i in range(60)]  # fmt: skip
+    data = tmp_path / "set.csv"
+    data.write_text("prompt,weak,strong\n" + "".join(f"{p},{w},True\n" for p, w in rows_))
+    router = tmp_path / "router.npz"
+    LearnedRouter(epochs=40).fit([p for p, _ in rows_], {
+        "weak": [float(w) for _, w in rows_], "strong": [1.0] * len(rows_)}).save(router)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.routing_quality", "--file", str(data),
+         "--router", str(router)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "| router   | APGR  | CPT(50%) | CPT(80%) |" in done.stdout
+    names = {line.split("|")[1].strip() for line in done.stdout.splitlines() if line[:1] == "|"}
+    assert {"learned", "random", "oracle"} <= names

@@ -130,7 +130,8 @@ def route(
     ledger_path: Annotated[
         Path | None,
         typer.Option("--ledger", help="Ledger whose recent record demotes failing or slow "
-                     "models within their tier, as a router with this ledger does."),
+                     "models and whose quality evidence reorders them within their tier, as "
+                     "a router with this ledger does."),
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -144,7 +145,8 @@ def route(
 
             with _open_ledger(ledger_path) as ledger:
                 standings = DemotionRule().read(ledger, settings.catalog, time.time())
-            snapshot = snapshot.ranked(standings)
+                quality = ledger.evidence.quality().values()
+            snapshot = snapshot.ranked(standings).measured(quality)
         explanation = Selector(settings.catalog).explain(
             operation, complexity, policy, snapshot, needs_tools=tools
         )

@@ -164,6 +164,7 @@ class EvidenceStore:
         ...     store = EvidenceStore(pathlib.Path(tmp) / "ledger.sqlite3")
         ...     store.record([Outcome("classification", "m", s, EVAL) for s in (1, 1, 0, 1)])
         ...     store.quality(min_n=1)[("classification", "m")].mean
+        4
         0.75
     """
 

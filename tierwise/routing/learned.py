@@ -233,6 +233,10 @@ class LearnedRouter:
     and Adam because it needs no step-size tuning per data set). An outcome may be NaN
     (that model was not tried on that prompt): it is left out of that model's loss only.
 
+    The defaults (``l2`` 3e-4, step 0.1, 25 steps) were chosen on validation slices carved
+    from the RouteLLM GSM8K + MMLU training parts (three seeds, 25 % each; the held-out
+    test parts never used): the lower penalty gave about +0.02 APGR on MMLU in every fold.
+
     Args:
         buckets: Hash space of the features.
         l2: L2 penalty on the weights (per unit of mean loss).
@@ -255,9 +259,9 @@ class LearnedRouter:
         self,
         *,
         buckets: int = DEFAULT_BUCKETS,
-        l2: float = 1e-3,
+        l2: float = 3e-4,
         epochs: int = 25,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.1,
         seed: int = 0,
     ) -> None:
         """Create an untrained router (see the class docstring for the arguments)."""
