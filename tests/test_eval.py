@@ -219,20 +219,6 @@ def test_eval_records_each_models_verdicts_and_resumes(
         assert after.index(GOOD) < after.index(BAD)
 
 
-def test_the_node_path_gives_the_same_verdicts(
-    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once report entries name their call, the node itself runs in a one-node graph."""
-    from tierwise.evaluation import harness
-
-    monkeypatch.setattr(harness, "_via_node", lambda: True)
-    _script(simulator)
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-        router = ModelRouter(simulator.settings(), ledger=ledger)
-        report = evaluate(_tiny_set().sample(3), router=router, models=[GOOD, BAD])
-    assert [(m.model, m.n, m.mean) for m in report.models] == [(GOOD, 3, 1.0), (BAD, 3, 0.0)]
-
-
 def test_invalid_output_is_bad_quality_and_an_outage_is_not_evidence(
     simulator: Simulator, tmp_path: Path
 ) -> None:
@@ -250,6 +236,7 @@ def test_invalid_output_is_bad_quality_and_an_outage_is_not_evidence(
         stored = ledger.evidence.outcomes(source=EVAL)
         assert {o.model for o in stored} == {GOOD}
         assert all("invalid output" in o.detail for o in stored)
+        assert {o.call_id for o in stored} <= {r.call_id for r in ledger.rows()}  # named calls
         assert ledger.evidence.done("tiny/test", "classification", BAD) == set()
 
 

@@ -2,10 +2,8 @@
 
 For every model, every item not yet evaluated (``EvidenceStore.done`` — so an
 interrupted run resumes) runs through the operation's real node in a one-node graph,
-with a run policy that pins the operation to that model. (Until the node's report entry
-names its ``call_id``, the runner asks the router itself with the node's own prompt,
-schema, tools and answer size and applies the node's ``update`` — the same call, with
-a call id it chooses, so the verdict can point at the ledger's attempts.) The answer is scored
+with a run context that pins the operation to that model and lets a call wait for a
+rate-limit permit (an eval would rather wait than skip). The answer is scored
 (:mod:`tierwise.evaluation.scoring`) and stored at once as an ``eval``
 :class:`~tierwise.routing.evidence.Outcome` naming the call, the data set and the item,
 plus the call's hashed prompt features for the learned router. The router records the
@@ -28,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -248,11 +245,6 @@ def _graph(node: OperationNode) -> CompiledStateGraph[Any, Any, Any, Any]:
     return graph.compile(name=f"eval_{name}")
 
 
-def _via_node() -> bool:
-    """The node's report entry names its call (``call_id``), so running it loses nothing."""
-    return "call_id" in ReportEntry.__annotations__
-
-
 # ----------------------------------------------------------------- one item
 
 
@@ -294,35 +286,26 @@ class _Runner:
         state = dict(item.inputs)
         messages = node.prompt.format_messages(**node.inputs(state))
         started = time.perf_counter()
-        call_id: str | None = None
         try:
-            if _via_node():
-                out = await graph.ainvoke(state, context=RunContext(policy=self.policy))
-                entry = out["report"][-1]
-                call_id = entry.get("call_id") or None
-                value, cost, latency = out.get(node.writes[0]), entry["cost"], entry["latency"]
-            else:
-                call_id = uuid.uuid4().hex
-                result = await self.router.ainvoke(
-                    node.operation, messages, schema=node.schema, tools=node.tools,
-                    tool_choice="any" if node.tools else None, policy=self.policy,
-                    max_tokens=node.max_tokens, max_wait=self.max_wait, call_id=call_id,
-                )
-                value = node.update(result.value, state).get(node.writes[0])
-                cost, latency = result.cost, result.latency
+            context = RunContext(policy=self.policy, max_wait=self.max_wait)
+            out = await graph.ainvoke(state, context=context)
         except BudgetExceeded as exc:
             self.stopped = f"budget: {str(exc).splitlines()[0]}"
             return ItemResult(item.id, self.model, None, self.stopped,
                               failure=FailureKind.BUDGET_EXCEEDED.value)
         except NoModelAvailable as exc:
-            return self._failed(item, exc, call_id, time.perf_counter() - started)
+            return self._failed(item, exc, messages, time.perf_counter() - started)
+        entry = out["report"][-1]
+        call_id = entry.get("call_id") or None
+        value, cost, latency = out.get(node.writes[0]), entry["cost"], entry["latency"]
         verdict = score(node.operation, value, item.gold, item.setup)
         self._store(item, verdict, call_id, messages)
         return ItemResult(item.id, self.model, verdict.value, verdict.detail, call_id,
                           cost, latency)
 
-    def _failed(self, item: EvalItem, exc: NoModelAvailable, call_id: str | None,
+    def _failed(self, item: EvalItem, exc: NoModelAvailable, messages: list[BaseMessage],
                 latency: float) -> ItemResult:
+        call_id = exc.call_id or None
         sent = [a for a in exc.attempts if a.sent and a.failure is not None]
         last = sent[-1] if sent else (exc.attempts[-1] if exc.attempts else None)
         kind = last.failure if last is not None and last.failure else FailureKind.UNAVAILABLE
@@ -330,19 +313,19 @@ class _Runner:
         cost = sum(a.cost for a in exc.attempts)
         if kind is FailureKind.INVALID_OUTPUT:
             verdict = Score(0.0, f"invalid output: {last.detail if last else ''}"[:200])
-            self._store(item, verdict, call_id, None)
+            self._store(item, verdict, call_id, messages)
             return ItemResult(item.id, self.model, 0.0, verdict.detail, call_id, cost,
                               latency, kind.value)
         return ItemResult(item.id, self.model, None, detail[:200], call_id, cost, latency,
                           kind.value)
 
     def _store(self, item: EvalItem, verdict: Score, call_id: str | None,
-               messages: list[BaseMessage] | None) -> None:
+               messages: list[BaseMessage]) -> None:
         self.evidence.record([Outcome(
             self.data.operation.value, self.model, verdict.value, EVAL, call_id=call_id,
             dataset=self.data.name, item=item.id, detail=verdict.detail,
         )])  # fmt: skip
-        if self.features and call_id and messages is not None:
+        if self.features and call_id:
             _record_features(self.evidence, call_id, self.data.operation, messages)
 
 
@@ -380,8 +363,8 @@ async def aevaluate(
         concurrency: Items in flight per hosted model (the embedded model: one).
         progress: Told about each model and item.
         features: Also store each call's hashed prompt features (learned router).
-        max_wait: Seconds a call may wait for a rate-limit permit (direct calls only;
-            a node never waits).
+        max_wait: Seconds a call may wait for a rate-limit permit (the run context's
+            ``max_wait``): an eval would rather wait than skip an item.
 
     Returns:
         One :class:`ModelSummary` per model, over every stored verdict of the sample.

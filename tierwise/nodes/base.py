@@ -131,6 +131,8 @@ class Question:
     min_tier: Tier | None
     max_tokens: int
     config: RunnableConfig
+    #: Seconds the router may wait for a rate-limit permit (the run context's).
+    max_wait: float = 0.0
     #: What an ensemble's ``auto`` combiner means for this node, and the label fields
     #: votes compare (see :mod:`tierwise.nodes.ensembles`).
     combine: CombinerKind = "best_score"
@@ -190,7 +192,7 @@ class _Routed:
         return {
             "schema": q.schema, "tools": q.tools, "tool_choice": "any" if q.tools else None,
             "complexity": q.complexity, "policy": q.policy, "min_tier": q.min_tier,
-            "max_tokens": q.max_tokens, "config": q.config,
+            "max_tokens": q.max_tokens, "max_wait": q.max_wait, "config": q.config,
         }
 
     def _ensemble(self, q: Question) -> EnsembleSpec | None:
@@ -423,7 +425,8 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
                 schema=self.schema, tools=self.tools,
                 complexity=Complexity(state.get("complexity") or Complexity.MODERATE),
                 policy=self.answerer.policy(context, self.operation), min_tier=floor,
-                max_tokens=self.max_tokens, config=_run_config(config or {}, state),
+                max_tokens=self.max_tokens, max_wait=context.max_wait,
+                config=_run_config(config or {}, state),
                 combine=self.combine, vote_fields=self.vote_fields,
             ),
             state=state, step=step,

@@ -42,3 +42,9 @@ class RunContext(BaseModel):
         1, ge=0, le=3,
         description="How many times one step may be rerun on a higher tier.",
     )
+    max_wait: float = Field(
+        0.0, ge=0, le=300,
+        description="Seconds a call may wait for a rate-limit permit before the router "
+        "moves on to the next candidate (0: never wait). Batch runs such as evals "
+        "prefer waiting to falling back.",
+    )

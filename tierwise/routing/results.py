@@ -130,10 +130,17 @@ class RoutedResult:
 class NoModelAvailable(RuntimeError):
     """No candidate could answer; the message lists every attempt and why it failed."""
 
-    def __init__(self, operation: TaskType, attempts: Sequence[Attempt], reason: str) -> None:
-        """Summarise ``attempts`` (already scrubbed of secrets) under ``reason``."""
+    def __init__(
+        self, operation: TaskType, attempts: Sequence[Attempt], reason: str, call_id: str = ""
+    ) -> None:
+        """Summarise ``attempts`` (already scrubbed of secrets) under ``reason``.
+
+        ``call_id`` names the failed call in the ledger, as :attr:`RoutedResult.call_id`
+        names an answered one.
+        """
         self.operation = operation
         self.attempts = tuple(attempts)
+        self.call_id = call_id
         lines = [f"no model could answer {operation.value}: {reason}"]
         lines += [f"  - {a.describe()}" for a in self.attempts]
         super().__init__("\n".join(lines))

@@ -792,13 +792,14 @@ class ModelRouter:
                 raise NoModelAvailable(
                     request.operation, attempts,
                     "the request was rejected as malformed, and would be by every model",
+                    request.call_id,
                 )
         if refusals and len(refusals) == len(attempts):  # only money stood in the way
             raise refusals[0]
         reason = "every candidate failed" if candidates else (
             "no candidate is both allowed by the policy and available now"
         )
-        raise NoModelAvailable(request.operation, attempts, reason)
+        raise NoModelAvailable(request.operation, attempts, reason, request.call_id)
 
     def _candidates(self, request: _Request) -> tuple[ModelSpec, ...]:
         """The selector's chain for ``request``, without the tiers below ``min_tier``.
