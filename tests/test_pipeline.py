@@ -634,7 +634,8 @@ def test_graph_names_and_schemas(rig: Rig) -> None:
     for graph in (triage, extraction, pipeline):
         context = graph.get_context_jsonschema()
         assert context is not None
-        assert set(context["properties"]) == {"policy", "quality_threshold", "max_escalations"}
+        assert set(context["properties"]) == {"policy", "quality_threshold", "max_escalations",
+                                              "max_wait"}
         assert graph.checkpointer is None
 
 
