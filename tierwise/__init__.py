@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tierwise.config import ConfigError, Credentials, ProviderConfig, Settings, load_settings
+    from tierwise.evaluation import aevaluate, evaluate
     from tierwise.graphs import (
         PipelineResult,
         build_extraction,
@@ -31,8 +32,11 @@ if TYPE_CHECKING:
         load_default_catalog,
     )
     from tierwise.routing.chat_model import RoutedChatModel, StreamInterrupted
+    from tierwise.routing.ensemble import aensemble, ensemble
     from tierwise.routing.errors import FailureKind
-    from tierwise.routing.policy import OperationOverride, Policy, PolicyMode
+    from tierwise.routing.evidence import EvidenceStore, Outcome
+    from tierwise.routing.learned import LearnedRouter
+    from tierwise.routing.policy import ABTest, EnsembleSpec, OperationOverride, Policy, PolicyMode
     from tierwise.routing.providers import ProviderFactory, probe
     from tierwise.routing.results import (
         Attempt,
@@ -63,7 +67,14 @@ _EXPORTS: dict[str, str] = {
         "tierwise.graphs",
     ),
     "RunContext": "tierwise.nodes.context",
-    **dict.fromkeys(("OperationOverride", "Policy", "PolicyMode"), "tierwise.routing.policy"),
+    **dict.fromkeys(
+        ("ABTest", "EnsembleSpec", "OperationOverride", "Policy", "PolicyMode"),
+        "tierwise.routing.policy",
+    ),
+    **dict.fromkeys(("aevaluate", "evaluate"), "tierwise.evaluation"),
+    **dict.fromkeys(("aensemble", "ensemble"), "tierwise.routing.ensemble"),
+    **dict.fromkeys(("EvidenceStore", "Outcome"), "tierwise.routing.evidence"),
+    "LearnedRouter": "tierwise.routing.learned",
     **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.routing.providers"),
     **dict.fromkeys(
         ("Attempt", "NoModelAvailable", "RoutedResult", "StreamChunk", "StreamEnd",
@@ -75,20 +86,25 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ABTest",
     "Attempt",
     "Catalog",
     "Complexity",
     "ConfigError",
     "Credentials",
+    "EnsembleSpec",
+    "EvidenceStore",
     "FailureKind",
+    "LearnedRouter",
     "Limits",
     "ModelRouter",
     "ModelSpec",
     "NoModelAvailable",
     "OperationOverride",
+    "Outcome",
+    "PipelineResult",
     "Policy",
     "PolicyMode",
-    "PipelineResult",
     "Price",
     "Provider",
     "ProviderConfig",
@@ -105,9 +121,13 @@ __all__ = [
     "StreamRestart",
     "TaskType",
     "Tier",
+    "aensemble",
+    "aevaluate",
     "build_extraction",
     "build_instruction_pipeline",
     "build_triage",
+    "ensemble",
+    "evaluate",
     "load_default_catalog",
     "load_settings",
     "probe",
