@@ -289,6 +289,18 @@ def test_bad_input_is_one_error_line_and_exit_2(
     assert message in result.output and "error:" in result.output
 
 
+def test_a_model_without_tool_calling_is_refused_for_tool_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERWISE_LEDGER", str(tmp_path / "l.sqlite3"))
+    result = CliRunner().invoke(_app(), ["eval", "tool_use_formatting", "--data", "bfcl",
+                                         "--models", "smollm2-135m"])  # fmt: skip
+    if "no data set" in result.output:
+        pytest.skip("the shared BFCL data is not here")
+    assert result.exit_code == 2, result.output
+    assert "smollm2-135m has no tool calling" in result.output
+
+
 def test_an_operation_and_data_set_mismatch_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "d.csv"
     data.write_text("text,label\nhi,greet\n")

@@ -203,6 +203,9 @@ def _check_models(router: ModelRouter, models: list[str], operation: TaskType) -
         if model not in snapshot.available:
             why = snapshot.reasons.get(model, "not available")
             out.fail(f"model {model} cannot be called now: {why}", "run `tierwise doctor`")
+        if operation is TaskType.TOOL_USE_FORMATTING and not catalog[model].tools:
+            out.fail(f"model {model} has no tool calling, so it cannot format tool calls",
+                     "pick models with tool calling (`tierwise models` shows them)")
     return list(dict.fromkeys(models))
 
 
