@@ -246,3 +246,26 @@ def test_policy_naming_unknown_ab_or_ensemble_models_is_a_config_error(tmp_path:
     message = str(error.value)
     assert "policy.operations.classification.ab.b" in message and "unknown model 'nope'" in message
     assert str(config) in message
+
+
+def test_an_arm_whose_model_cannot_answer_keeps_its_calls_as_failures(
+    rig: tuple[Simulator, ModelRouter, Ledger],
+) -> None:
+    """Intention to treat: arm b's calls stay arm b's when its model is not a candidate."""
+    from tierwise.learning.ab import calls_by_test
+
+    _, router, ledger = rig
+    test = ABTest(name="gone", a=A, b="retired-model", share_b=0.5)
+    policy = Policy(operations={OP: OperationOverride(ab=test)})
+    for thread in range(30):
+        config: Any = {"configurable": {"thread_id": f"g{thread}"}}
+        result = router.invoke(OP, "label", policy=policy, config=config)
+        assert result.arm == f"gone:{arm_of(test, f'g{thread}')}"
+        assert result.model == A  # the chain answered; the arm's model could not
+    assert ledger.flush()
+    calls = calls_by_test(ledger.rows(), {"gone": {"a": A, "b": "retired-model"}})
+    by_arm: dict[str, list[bool]] = {}
+    for call in calls[("gone", OP.value)]:
+        by_arm.setdefault(call.arm, []).append(call.success)
+    assert set(by_arm) == {"a", "b"} and sum(map(len, by_arm.values())) == 30
+    assert all(by_arm["a"]) and not any(by_arm["b"])

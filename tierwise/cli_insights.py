@@ -53,15 +53,19 @@ def ab_report_command(
     operation: OperationOption = None,
     since: SinceOption = "7d",
     ledger_path: LedgerOption = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compare the arms: success, quality, cost, latency, with p-values and a verdict."""
     from tierwise.learning.ab import ab_reports
 
     start = _since(since)
+    with _settings(config) as settings:  # the configured tests name each arm's model
+        models = {o.ab.name: {"a": o.ab.a, "b": o.ab.b}
+                  for o in settings.policy.operations.values() if o.ab is not None}  # fmt: skip
     with _open_ledger(ledger_path) as ledger:
         reports = ab_reports(ledger, operation=operation.value if operation else None,
-                             since=start)  # fmt: skip
+                             since=start, models=models)  # fmt: skip
     if test is not None:
         known = sorted({r.test for r in reports})
         reports = [r for r in reports if r.test == test]

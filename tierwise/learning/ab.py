@@ -257,11 +257,17 @@ class ABReport:
 # --------------------------------------------------------------------------- reading
 
 
-def calls_by_test(rows: Iterable[LedgerRow]) -> dict[tuple[str, str], list[Call]]:
+def calls_by_test(
+    rows: Iterable[LedgerRow], models: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[tuple[str, str], list[Call]]:
     """The A/B calls in ``rows`` (time order), per (test, operation), oldest first.
 
     Rows without an ``arm`` are no A/B call and are skipped; a row without ``call_id``
-    (never written by the router) counts as a call of its own.
+    (never written by the router) counts as a call of its own. An arm's model is the one
+    ``models[test][arm]`` names (the policy's test), else the one most of its calls tried
+    first. A call assigned to the arm whose model could not be a
+    candidate (not allowed, unavailable) is still the arm's call — intention to treat —
+    and a failure of its model, so the arms stay comparable.
     """
     grouped: dict[tuple[str, str, str], list[LedgerRow]] = {}
     for index, row in enumerate(rows):
@@ -270,10 +276,16 @@ def calls_by_test(rows: Iterable[LedgerRow]) -> dict[tuple[str, str], list[Call]
         test, _, arm = row.arm.rpartition(":")
         key = row.call_id or f"#row{index}"
         grouped.setdefault((test, row.operation, key), []).append(row)
+    firsts: dict[tuple[str, str, str], Counter[str]] = {}
+    for (test, operation, _), attempts in grouped.items():
+        arm = attempts[0].arm.rpartition(":")[2] if attempts[0].arm else ""
+        firsts.setdefault((test, operation, arm), Counter())[attempts[0].model] += 1
     result: dict[tuple[str, str], list[Call]] = {}
     for (test, operation, call_id), attempts in grouped.items():
-        model = attempts[0].model
         arm = attempts[0].arm.rpartition(":")[2] if attempts[0].arm else ""
+        model = (models or {}).get(test, {}).get(arm) or (
+            firsts[(test, operation, arm)].most_common(1)[0][0]
+        )
         result.setdefault((test, operation), []).append(Call(
             call_id=call_id,
             test=test,
@@ -305,14 +317,16 @@ def ab_reports(
     since: float | None = None,
     alpha: float = 0.05,
     power: float = 0.8,
+    models: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[ABReport]:
     """Reports for every A/B test (or ``test``) with calls in ``ledger`` since ``since``.
 
     Sorted by test name, then operation. Quality evidence is joined by ``call_id``,
-    whenever it was recorded.
+    whenever it was recorded. ``models`` (test -> arm -> catalog key, from the policy)
+    names each arm's model; see :func:`calls_by_test`.
     """
     rows = ledger.rows(since=since, operation=operation)
-    groups = calls_by_test(rows)
+    groups = calls_by_test(rows, models)
     if test is not None:
         groups = {key: calls for key, calls in groups.items() if key[0] == test}
     reports = []

@@ -8,7 +8,8 @@ allow, and the rest of the chain stays behind it as fallbacks:
 
 * **A/B tests** (:class:`~tierwise.routing.policy.ABTest`): the thread (else run, else
   call) is hashed with the test's name into [0, 1); below ``share_b`` is arm b. A
-  stable hash (BLAKE2), so the same thread gets the same arm in every process.
+  stable hash (BLAKE2), so the same thread gets the same arm in every process. A call
+  keeps its arm even when the arm's model is not a candidate now (intention to treat).
 * **mode ``learned``**: the trained :class:`~tierwise.routing.learned.LearnedRouter`
   predicts each candidate's chance of a good answer for this prompt and the one with
   the best chance minus ``λ`` x its expected cost leads. ``λ`` comes from the policy
@@ -141,9 +142,10 @@ class Steering:
             test = override.ab
             arm = arm_of(test, sticky_key)
             model = test.a if arm == "a" else test.b
-            if any(spec.key == model for spec in candidates):
-                return Steer(lead(candidates, model), f"{test.name}:{arm}",
-                             f"A/B test {test.name}: arm {arm}")  # fmt: skip
+            # Intention to treat: the call belongs to its arm even when the arm's model
+            # cannot take it now (the report counts that as the arm's failure).
+            return Steer(lead(candidates, model), f"{test.name}:{arm}",
+                         f"A/B test {test.name}: arm {arm}")  # fmt: skip
         if policy.mode is PolicyMode.LEARNED and len(candidates) > 1:
             return self._learned(operation, policy, candidates, messages,
                                  prompt_tokens, max_tokens)  # fmt: skip
