@@ -226,6 +226,18 @@ def test_triage_graph_with_an_explicit_config(
     assert data["thread_id"] == "t-triage" and len(data["report"]) == 2
 
 
+def test_an_ensemble_from_the_config_shows_in_the_report(env: Simulator, tmp_path: Path) -> None:
+    config = tmp_path / "tierwise.toml"
+    config.write_text(config.read_text() + '''
+[policy.operations.classification.ensemble]
+models = ["gemini-2.5-flash-free", "groq-llama-3.1-8b", "hf-llama-3.1-8b"]
+''')
+    result = run(INSTRUCTION, "--graph", "triage", "--thread", "t-ensemble")
+    assert result.exit_code == 0, result.output
+    assert "ensemble: vote (3 of 3" in result.stdout.replace("\n", " ")
+    assert operations(chat_requests(env))[TaskType.CLASSIFICATION] == 3  # all three members
+
+
 TOOLS_MODULE = f'''
 from langchain_core.tools import tool
 

@@ -434,6 +434,8 @@ def _report_tables(report: Any) -> list[RenderableType]:
             note.append(f"failed: {e.get('detail', '')}")
         elif e.get("detail"):
             note.append(str(e["detail"]))  # a judge's verdict
+        if e.get("ensemble"):
+            note.append(f"ensemble: {e['ensemble']}")  # how the members' answers combined
         table.add_row(
             escape(e["node"]), _step_text(e.get("step")), e.get("operation", ""),
             escape(e.get("model") or "-"), e.get("tier") or "-", _ms(e.get("latency")),
