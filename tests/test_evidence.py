@@ -21,7 +21,7 @@ import pytest
 from tierwise.config import ConfigError, load_settings
 from tierwise.routing.catalog import Catalog, TaskType, Tier, load_default_catalog
 from tierwise.routing.evidence import EVAL, JUDGE, EvidenceStore, Measured, Outcome, interval
-from tierwise.routing.ledger import SCHEMA_VERSION, Ledger
+from tierwise.routing.ledger import SCHEMA_VERSION, Ledger, LedgerRow
 from tierwise.routing.policy import ABTest, OperationOverride, Policy
 from tierwise.routing.providers import ProviderFactory
 from tierwise.routing.router import ModelRouter
@@ -269,3 +269,30 @@ def test_an_arm_whose_model_cannot_answer_keeps_its_calls_as_failures(
         by_arm.setdefault(call.arm, []).append(call.success)
     assert set(by_arm) == {"a", "b"} and sum(map(len, by_arm.values())) == 30
     assert all(by_arm["a"]) and not any(by_arm["b"])
+
+
+def test_training_rows_count_a_failed_validation_as_a_zero(tmp_path: Path) -> None:
+    """An invalid answer in the ledger is a verdict on that model for the learned router."""
+    from tierwise.routing.catalog import Provider
+    from tierwise.routing.errors import FailureKind
+    from tierwise.routing.results import Attempt
+
+    def attempt(model: str, failure: FailureKind | None) -> Attempt:
+        return Attempt(model, Provider.GROQ, Tier.FREE, failure, 0.1)
+
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        def record(call: str, *attempts: Attempt) -> None:
+            for a in attempts:
+                ledger.record(LedgerRow.from_attempt(a, operation="rewriting",
+                                                     complexity="simple", policy="balanced",
+                                                     call_id=call))  # fmt: skip
+            ledger.evidence.record_features(call, "rewriting", [1, 2])
+
+        invalid = FailureKind.INVALID_OUTPUT
+        record("fell-back", attempt("x", invalid), attempt("y", None))
+        record("repaired", attempt("x", invalid), attempt("x", None))
+        record("judged", attempt("x", invalid), attempt("y", None))
+        ledger.evidence.record([Outcome("rewriting", "y", 0.9, JUDGE, call_id="judged")])
+        assert ledger.flush()
+        rows = {(r.call_id, r.model): r.score for r in ledger.evidence.training_rows()}
+    assert rows == {("fell-back", "x"): 0.0, ("judged", "x"): 0.0, ("judged", "y"): 0.9}

@@ -46,6 +46,8 @@ EVAL: Final = "eval"
 JUDGE: Final = "judge"
 ESCALATION: Final = "escalation"
 _SOURCES: Final = (EVAL, JUDGE, ESCALATION)
+# The ledger's outcome of an answer that failed validation (FailureKind.INVALID_OUTPUT).
+_INVALID: Final = "invalid_output"
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS outcomes (
@@ -288,20 +290,47 @@ class EvidenceStore:
         """Each answer whose prompt features were kept, with its mean verdict, oldest first.
 
         A call whose answer has several verdicts (a judge, then an escalation) is scored by
-        their mean; a call with features but no verdict is left out (no label).
+        their mean. A model whose answer to such a call failed validation (the ledger's
+        ``invalid_output`` attempts, in the same file) scores 0 on it: that is a verdict
+        too, and the one a fallback chain produces most (unless the model's repair retry
+        answered, or the call has a verdict on that model already). A call with features
+        but no verdict is left out (no label).
         """
         where, params = _where(operation=operation, since=since, table="o")
+        sql = (
+            "SELECT o.call_id, o.operation, o.model, f.ids, avg(o.score), min(o.time) "
+            f"FROM outcomes o JOIN features f ON f.call_id = o.call_id{where} "
+            "GROUP BY o.call_id, o.model"
+        )
+        if self._has_attempts():
+            where_a, params_a = _where(operation=operation, since=since, table="a")
+            clause = (
+                f"{where_a} {'AND' if where_a else 'WHERE'} a.outcome = '{_INVALID}' "
+                # not when the model's repair retry answered, nor when a verdict exists
+                "AND NOT EXISTS (SELECT 1 FROM attempts b WHERE b.call_id = a.call_id "
+                "AND b.model = a.model AND b.outcome = 'ok') "
+                "AND NOT EXISTS (SELECT 1 FROM outcomes c WHERE c.call_id = a.call_id "
+                "AND c.model = a.model)"
+            )
+            sql += (
+                " UNION ALL SELECT a.call_id, a.operation, a.model, f.ids, 0.0, min(a.time) "
+                f"FROM attempts a JOIN features f ON f.call_id = a.call_id{clause} "
+                "GROUP BY a.call_id, a.model"
+            )
+            params += params_a
         with self._lock:
-            found = self._conn.execute(
-                "SELECT o.call_id, o.operation, o.model, f.ids, avg(o.score), min(o.time) "
-                f"FROM outcomes o JOIN features f ON f.call_id = o.call_id{where} "
-                "GROUP BY o.call_id, o.model ORDER BY min(o.time)",
-                params,
-            ).fetchall()
+            found = self._conn.execute(f"SELECT * FROM ({sql}) ORDER BY 6", params).fetchall()
         return [
             TrainingRow(call, op, model, tuple(int(i) for i in ids.split()), float(score))
             for call, op, model, ids, score, _ in found
         ]
+
+    def _has_attempts(self) -> bool:
+        """Whether the file is a ledger (holds the ``attempts`` table) and not only evidence."""
+        with self._lock:
+            return bool(self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'"
+            ).fetchone())
 
 
 def _where(
