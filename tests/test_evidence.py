@@ -296,3 +296,21 @@ def test_training_rows_count_a_failed_validation_as_a_zero(tmp_path: Path) -> No
         assert ledger.flush()
         rows = {(r.call_id, r.model): r.score for r in ledger.evidence.training_rows()}
     assert rows == {("fell-back", "x"): 0.0, ("judged", "x"): 0.0, ("judged", "y"): 0.9}
+
+
+def test_all_time_quality_is_kept_up_to_date_incrementally(tmp_path: Path) -> None:
+    """The router's every-2-s read adds only new outcomes; it must equal a full scan."""
+    store = EvidenceStore(tmp_path / "ledger.sqlite3")
+    other = EvidenceStore(tmp_path / "ledger.sqlite3")  # another process appending
+    for round_ in range(3):
+        batch = range(10 * round_, 10 * round_ + 10)
+        other.record([Outcome("classification", f"m{i % 3}", (i * 7 % 10) / 10,
+                              EVAL if i % 2 else JUDGE) for i in batch])  # fmt: skip
+        incremental = store.quality(min_n=1)
+        full = store.quality(min_n=1, since=0.0)
+        assert incremental == full
+        assert store.quality(min_n=1, sources=[EVAL]) == store.quality(
+            min_n=1, sources=[EVAL], since=0.0)
+    assert sum(m.n for m in store.quality(min_n=1).values()) == 30
+    store.close()
+    other.close()

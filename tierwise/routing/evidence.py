@@ -64,7 +64,8 @@ _SCHEMA: Final = (
         item TEXT,
         detail TEXT NOT NULL DEFAULT ''
     )""",
-    "CREATE INDEX IF NOT EXISTS outcomes_operation_model ON outcomes (operation, model)",
+    # Covering for quality(), which the router reads every couple of seconds.
+    "CREATE INDEX IF NOT EXISTS outcomes_quality ON outcomes (operation, model, source, score)",
     "CREATE INDEX IF NOT EXISTS outcomes_item ON outcomes (dataset, operation, model, item)",
     "CREATE INDEX IF NOT EXISTS outcomes_call ON outcomes (call_id)",
     """CREATE TABLE IF NOT EXISTS features (
@@ -178,6 +179,8 @@ class EvidenceStore:
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
+        self._totals: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._seen_id = 0  # outcomes up to this id are in _totals
         with self._lock:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -267,22 +270,53 @@ class EvidenceStore:
         since: float | None = None,
         min_n: int = 20,
     ) -> dict[tuple[str, str], Measured]:
-        """Per (operation, model) with at least ``min_n`` outcomes: mean score and interval."""
-        where, params = _where(operation=operation, since=since)
-        marks = ", ".join("?" * len(sources))
-        clause = f"{where} {'AND' if where else 'WHERE'} source IN ({marks})"
-        with self._lock:
-            found = self._conn.execute(
-                f"SELECT operation, model, count(*), sum(score) FROM outcomes{clause} "
-                "GROUP BY operation, model",
-                [*params, *sources],
-            ).fetchall()
+        """Per (operation, model) with at least ``min_n`` outcomes: mean score and interval.
+
+        Over all time (no ``since``), the totals are kept in memory and each call reads only
+        the outcomes stored since the previous one (outcomes are only ever appended): the
+        router asks every couple of seconds, and a full scan of a large table would be a
+        latency spike on the call that asks.
+        """
+        if since is None:
+            totals = self._all_time_totals()
+            found = [
+                (op, model, sum(totals.get((op, model, s), (0, 0.0))[0] for s in sources),
+                 math.fsum(totals.get((op, model, s), (0, 0.0))[1] for s in sources))
+                for op, model in {(op, model) for op, model, _ in totals}
+                if operation is None or op == str(operation)
+            ]  # fmt: skip
+        else:
+            where, params = _where(operation=operation, since=since)
+            marks = ", ".join("?" * len(sources))
+            clause = f"{where} {'AND' if where else 'WHERE'} source IN ({marks})"
+            with self._lock:
+                found = self._conn.execute(
+                    f"SELECT operation, model, count(*), sum(score) FROM outcomes{clause} "
+                    "GROUP BY operation, model",
+                    [*params, *sources],
+                ).fetchall()
         measured: dict[tuple[str, str], Measured] = {}
         for op, model, n, total in found:
             if n >= min_n:
                 low, high = interval(total, n)
                 measured[(op, model)] = Measured(op, model, n, total / n, low, high)
         return measured
+
+    def _all_time_totals(self) -> dict[tuple[str, str, str], tuple[int, float]]:
+        """(operation, model, source) -> (count, score sum), brought up to date by id."""
+        # First read: the covering index; then only the new rows, by rowid.
+        table = "outcomes NOT INDEXED" if self._seen_id else "outcomes"
+        with self._lock:
+            found = self._conn.execute(
+                f"SELECT operation, model, source, count(*), sum(score), max(id) FROM {table} "
+                "WHERE id > ? GROUP BY operation, model, source",
+                (self._seen_id,),
+            ).fetchall()
+            for op, model, source, n, total, last in found:
+                count, score = self._totals.get((op, model, source), (0, 0.0))
+                self._totals[(op, model, source)] = (count + n, score + total)
+                self._seen_id = max(self._seen_id, int(last))
+            return dict(self._totals)
 
     def training_rows(
         self, *, operation: str | None = None, since: float | None = None
