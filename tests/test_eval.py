@@ -200,6 +200,9 @@ def test_eval_records_each_models_verdicts_and_resumes(
         assert all(o.operation == "classification" for o in outcomes)
         assert all(o.call_id for o in outcomes)  # the call is in the ledger under that id
         assert {o.call_id for o in outcomes} <= {r.call_id for r in ledger.rows()}
+        # each verdict's prompt features are kept, so the learned router can train on it
+        assert {(r.call_id, r.score) for r in ledger.evidence.training_rows()} == {
+            (o.call_id, o.score) for o in outcomes}
 
         again = evaluate(data, router=router, models=[GOOD, BAD])
         assert [(m.recorded, m.resumed, m.n) for m in again.models] == [(0, 6, 6), (0, 6, 6)]

@@ -42,6 +42,7 @@ from tierwise.evaluation.scoring import Score, score
 from tierwise.nodes.base import OperationNode, ReportEntry
 from tierwise.nodes.classification import classification_node
 from tierwise.nodes.context import RunContext
+from tierwise.nodes.feedback import keep_features
 from tierwise.nodes.parameter_extraction import parameter_extraction_node
 from tierwise.nodes.tool_use_formatting import tool_use_formatting_node
 from tierwise.routing.budget import BudgetExceeded
@@ -326,19 +327,7 @@ class _Runner:
             dataset=self.data.name, item=item.id, detail=verdict.detail,
         )])  # fmt: skip
         if self.features and call_id:
-            _record_features(self.evidence, call_id, self.data.operation, messages)
-
-
-def _record_features(evidence: EvidenceStore, call_id: str, operation: TaskType,
-                     messages: list[BaseMessage]) -> None:
-    """Keep the prompt's hashed features for the learned router (skipped if it is absent)."""
-    try:
-        from tierwise.routing.learned import feature_ids
-        from tierwise.routing.steering import prompt_text
-    except ImportError:  # the learned router is optional
-        return
-    ids = feature_ids(prompt_text(messages, operation))
-    evidence.record_features(call_id, operation.value, [int(i) for i in ids])
+            keep_features(self.router.ledger, call_id, self.data.operation, messages)
 
 
 # ----------------------------------------------------------------- the eval

@@ -100,16 +100,14 @@ def keep_features(
 ) -> bool:
     """Store the hashed features of a call's prompt (about 0.1-0.3 ms), for retraining.
 
-    Skipped without a ledger, without a call id, and while the learned router's module
-    is not available.
+    Skipped without a ledger or without a call id. (The learned router is imported here,
+    not at module level: it brings numpy, which a graph without judges never needs.)
     """
     if ledger is None or not call_id:
         return False
-    try:
-        from tierwise.routing.learned import feature_ids
-        from tierwise.routing.steering import prompt_text
-    except ImportError:  # the learned router is optional (numpy) and may be absent
-        return False
+    from tierwise.routing.learned import feature_ids
+    from tierwise.routing.steering import prompt_text
+
     ids = feature_ids(prompt_text(messages, operation))
     try:
         ledger.evidence.record_features(call_id, operation.value, ids.tolist())
