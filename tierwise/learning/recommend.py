@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from tierwise.learning.stats import (
@@ -235,9 +235,9 @@ class _Evidence:
     attempts: int = 0
     successes: int = 0
     cost: float = 0.0
-    costs: list[float] | None = None
-    latencies: list[float] | None = None
-    scores: list[float] | None = None
+    costs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
 
 
 def recommend_operation(
@@ -255,19 +255,16 @@ def recommend_operation(
     for row in rows:
         if not row.sent or row.model not in catalog.models:
             continue
-        e = raw.setdefault(row.model, _Evidence(costs=[], latencies=[], scores=[]))
+        e = raw.setdefault(row.model, _Evidence())
         e.attempts += 1
         e.cost += row.cost
-        assert e.costs is not None and e.latencies is not None
         e.costs.append(row.cost)
         if row.outcome == OK:
             e.successes += 1
             e.latencies.append(row.latency)
     for outcome in outcomes:
         if outcome.model in catalog.models:
-            e = raw.setdefault(outcome.model, _Evidence(costs=[], latencies=[], scores=[]))
-            assert e.scores is not None
-            e.scores.append(outcome.score)
+            raw.setdefault(outcome.model, _Evidence()).scores.append(outcome.score)
     tiers, records = [], []
     for tier in Tier:
         chain = catalog.chains[op].tier(tier)
@@ -275,7 +272,7 @@ def recommend_operation(
         members.sort(key=lambda k: (chain.index(k) if k in chain else len(chain), k))
         if not members and not chain:
             continue
-        measured = sum(len(raw[k].scores or ()) >= min_n for k in members) >= 2
+        measured = sum(len(raw[k].scores) >= min_n for k in members) >= 2
         tier_records = [_record(op.value, k, tier, k in chain, raw[k], measured, min_n)
                         for k in members]  # fmt: skip
         records += tier_records
@@ -293,7 +290,7 @@ def _record(
     measured_basis: bool,
     min_n: int,
 ) -> ModelRecord:
-    scores = e.scores or []
+    scores = e.scores
     mean = math.fsum(scores) / len(scores) if scores else None
     rate = e.successes / e.attempts if e.attempts else None
     quality: float | None = None
@@ -304,7 +301,7 @@ def _record(
     elif not measured_basis and e.attempts >= min_n:
         quality, span, basis = rate, interval(e.successes, e.attempts), SUCCESS_RATE
     cost = e.cost / e.successes if e.successes else None
-    p50 = percentile(sorted(e.latencies or ()), 0.5)
+    p50 = percentile(sorted(e.latencies), 0.5)
     return ModelRecord(
         operation=operation,
         model=model,
@@ -387,14 +384,14 @@ def _advantage(
     b, c = raw[best.model], raw[current.model]
     if current not in eligible:  # the incumbent's quality is out of the top's interval
         if basis == MEASURED:
-            return "quality", welch_t_test_samples(c.scores or [], b.scores or [])
+            return "quality", welch_t_test_samples(c.scores, b.scores)
         return "quality", two_proportion_z_test(c.successes, c.attempts,
                                                 b.successes, b.attempts)  # fmt: skip
     cost_best = best.cost_per_success or 0.0
     cost_current = math.inf if current.cost_per_success is None else current.cost_per_success
     if cost_best < cost_current / (1 + _COST_TOLERANCE) - 1e-12:
-        return "cost", welch_t_test_samples(c.costs or [], b.costs or [])
-    return "latency", welch_t_test_samples(c.latencies or [], b.latencies or [])
+        return "cost", welch_t_test_samples(c.costs, b.costs)
+    return "latency", welch_t_test_samples(c.latencies, b.latencies)
 
 
 def _why(decided_by: str, result: TestResult, alpha: float) -> str:
