@@ -47,7 +47,7 @@ from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
 from tierwise.routing.ledger import Ledger
 from tierwise.routing.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.routing.results import NoModelAvailable, RoutedResult
-from tierwise.routing.router import ModelRouter
+from tierwise.routing.router import ModelRouter, config_value
 
 __all__ = [
     "REPORT_KEY",
@@ -562,11 +562,9 @@ def _report(state: Mapping[str, Any]) -> Sequence[ReportEntry]:
 
 
 def _run_ids(config: RunnableConfig) -> dict[str, str | None]:
-    """The run and thread an outcome belongs to (set by :func:`_run_config` / the caller)."""
-    run_id = config.get("metadata", {}).get("run_id")
-    thread_id = config.get("configurable", {}).get("thread_id")
-    return {"run_id": str(run_id) if run_id is not None else None,
-            "thread_id": str(thread_id) if thread_id is not None else None}
+    """The run and thread an outcome belongs to, read as the router files the call."""
+    return {"run_id": config_value(config, "run_id"),
+            "thread_id": config_value(config, "thread_id")}
 
 
 def _run_config(config: RunnableConfig, state: Mapping[str, Any]) -> RunnableConfig:

@@ -62,7 +62,7 @@ from tierwise.routing.results import (
 from tierwise.routing.selector import DemotionRule, Selector, Snapshot, Standing
 from tierwise.routing.steering import Steer, Steering
 
-__all__ = ["DEFAULT_DEMOTION", "DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema"]
+__all__ = ["DEFAULT_DEMOTION", "DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema", "config_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -648,7 +648,7 @@ class ModelRouter:
             prompt_tokens=(
                 _estimate_tokens(msgs) + self._runnables.definition_tokens(schema, tuple(tools))
             ),
-            run_id=_config_value(config, "run_id"),
+            run_id=config_value(config, "run_id"),
             call_id=call_id or uuid.uuid4().hex,
         )
 
@@ -845,7 +845,7 @@ class ModelRouter:
         )
         if not steered or request.min_tier is not None or len(candidates) < 2:
             return Steer(candidates)
-        sticky = (_config_value(request.config, "thread_id") or request.run_id
+        sticky = (config_value(request.config, "thread_id") or request.run_id
                   or request.call_id)  # fmt: skip
         return self._steering.steer(
             request.operation, request.policy, candidates, request.messages,
@@ -860,8 +860,8 @@ class ModelRouter:
             return lambda attempt: None
         operation, complexity = request.operation.value, request.complexity.value
         policy, run_id = request.policy, request.run_id
-        thread_id = _config_value(request.config, "thread_id")
-        node = _config_value(request.config, "langgraph_node")
+        thread_id = config_value(request.config, "thread_id")
+        node = config_value(request.config, "langgraph_node")
         escalation = request.min_tier is not None
         call_id = request.call_id
 
@@ -950,8 +950,12 @@ class ModelRouter:
         self.health.record_failure(spec.key, kind.value)
 
 
-def _config_value(config: RunnableConfig | None, name: str) -> str | None:
-    """A run attribute LangGraph/LangChain put in ``configurable`` or ``metadata``."""
+def config_value(config: RunnableConfig | None, name: str) -> str | None:
+    """A run attribute LangGraph/LangChain put in ``configurable`` or ``metadata``.
+
+    How the router reads a call's ``run_id`` / ``thread_id`` / ``langgraph_node`` for the
+    ledger; whoever files more about the same call reads them the same way.
+    """
     if not config:
         return None
     value = config.get("configurable", {}).get(name) or config.get("metadata", {}).get(name)
