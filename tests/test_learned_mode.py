@@ -118,3 +118,26 @@ def test_a_daily_budget_calibrates_the_share_from_the_call_volume(tmp_path: Path
         assert steering.share(budget, strong_cost=0.01) == pytest.approx(0.25)  # $1 / (400 x 1¢)
         assert steering.share(budget.model_copy(update={"strong_share": 0.9}), 0.01) == 0.9
         assert steering.share(Policy(mode="learned"), 0.01) == 0.5
+
+
+def test_tracers_see_why_the_first_model_leads(rig: tuple[ModelRouter, Path]) -> None:
+    from typing import Any
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Seen(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.metadata: list[dict[str, Any]] = []
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.metadata.append(kwargs.get("metadata") or {})
+
+    router, path = rig
+    seen = Seen()
+    policy = Policy(mode="learned", router_model=str(path), cost_weight=0.0)
+    result = router.invoke(OP, HARD[0], policy=policy, complexity="simple",
+                           config={"callbacks": [seen]})  # fmt: skip
+    assert result.model == STRONG
+    assert seen.metadata[-1]["tierwise_steering"] == f"learned router chose {STRONG} (λ=0)"
+    router.invoke(OP, HARD[0], complexity="simple", config={"callbacks": [seen]})
+    assert "tierwise_steering" not in seen.metadata[-1]  # nothing steered

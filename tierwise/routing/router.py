@@ -94,6 +94,9 @@ class _Request:
     prompt_tokens: int
     run_id: str | None = None
     call_id: str = ""
+    #: Why the chain's first model leads, when an A/B test or the learned router put it
+    #: there (:class:`~tierwise.routing.steering.Steer`); shown to tracers.
+    steering: str = ""
 
 
 @dataclass(slots=True)
@@ -657,7 +660,7 @@ class ModelRouter:
         started = time.perf_counter()
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
         steer = self._steer(request, self._candidates(request), estimate)
-        candidates = steer.candidates
+        candidates, request.steering = steer.candidates, steer.why
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
         refusals: list[BudgetExceeded] = []
@@ -879,6 +882,9 @@ class ModelRouter:
     ) -> RunnableConfig:
         """The caller's run config plus routing metadata, so tracers show the decision.
 
+        With an A/B test or the learned router, ``tierwise_steering`` says which arm or
+        pick (and the cost weight) put the first model first.
+
         The cost is the estimate the budget checked before the call (prompt tokens plus
         the expected answer at the catalog's prices); the real cost is in the ledger and
         in :meth:`RoutedResult.provenance`.
@@ -893,6 +899,8 @@ class ModelRouter:
             "tierwise_complexity": request.complexity.value,
             "tierwise_estimated_cost": round(estimated_cost, 8),
         }
+        if request.steering:
+            metadata["tierwise_steering"] = request.steering
         tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
         return {**base, "metadata": metadata, "tags": tags}
 
