@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         load_after=load_average(), seconds=time.perf_counter() - started,
         chart=chart.name if drawn else None, refused=sorted(set(REFUSED)),
     )
-    from tierwise.routing.ledger import close_shared_ledgers
+    from tierwise.ledger.store import close_shared_ledgers
 
     close_shared_ledgers()
     scratch.cleanup()

@@ -131,7 +131,7 @@ def median(values: Iterable[float]) -> float:
 
 def litellm_deployment(group: str, model: str, url: str, **params: object) -> dict[str, object]:
     """A LiteLLM Router deployment of simulator ``model`` (OpenAI protocol, dummy key)."""
-    from tierwise.routing.catalog import Provider
+    from tierwise.catalog.specs import Provider
     from tierwise.testing.simulator import DUMMY_KEYS
 
     return {

@@ -43,9 +43,9 @@ from benchmarks._offline import have_litellm, offline_litellm
 from benchmarks._report import Bar, Panel, Row, Section
 from benchmarks._stats import Spread
 from benchmarks.router_overhead import KEY, MESSAGES, OPERATION, bench_settings, simulator
-from tierwise.routing.catalog import Catalog, TaskType
-from tierwise.routing.limits import RateLimiter
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, TaskType
+from tierwise.guards.limits import RateLimiter
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 

@@ -34,6 +34,8 @@ from benchmarks._common import Options, paired_ratio, times_cell
 from benchmarks._report import Bar, Panel, Row, Section
 from benchmarks._stats import Spread
 from benchmarks.router_overhead import Variant, bench_settings, interleaved, simulator, timer
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.graphs.pipeline import build_instruction_pipeline
 from tierwise.nodes.classification import DEFAULT_LABELS, classification_node
 from tierwise.nodes.decomposition import decomposition_node
@@ -51,9 +53,7 @@ from tierwise.prompts.quality_scoring import SCORE
 from tierwise.prompts.rationale_generation import EXPLAIN
 from tierwise.prompts.rewriting import REWRITE
 from tierwise.prompts.structure_assessment import ASSESS
-from tierwise.routing.catalog import Catalog, TaskType
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 

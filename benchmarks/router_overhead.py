@@ -61,11 +61,11 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from benchmarks._stats import Spread
-from tierwise.config import Credentials, ProviderConfig, Settings
-from tierwise.routing.catalog import Catalog, Provider, TaskType
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
+from tierwise.catalog.specs import Catalog, Provider, TaskType
+from tierwise.ledger.store import Ledger
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter
 from tierwise.routing.selector import Selector, Snapshot
 from tierwise.testing import isolated_environment

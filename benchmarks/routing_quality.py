@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tierwise.learning.learned_router import LearnedRouter
 from tierwise.learning.routellm import find_data
 from tierwise.learning.train import SETS, score_file, score_set, train_standard
-from tierwise.routing.learned import LearnedRouter
 
 DECISIONS = 2000
 TARGETS = {"gsm8k": 0.34, "mmlu": 0.35}

@@ -24,8 +24,8 @@ from benchmarks._common import Options, litellm_deployment, paired_ratio, times_
 from benchmarks._offline import have_litellm, offline_litellm
 from benchmarks._report import Bar, Panel, Row, Section
 from benchmarks._stats import Spread
-from tierwise.routing.catalog import Complexity, TaskType, load_default_catalog
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Complexity, TaskType, load_default_catalog
 from tierwise.routing.selector import Selector, Snapshot
 
 NAME = "selection"

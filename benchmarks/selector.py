@@ -12,8 +12,8 @@ import itertools
 import time
 
 from benchmarks._stats import Spread
-from tierwise.routing.catalog import Complexity, TaskType, load_default_catalog
-from tierwise.routing.policy import Policy, PolicyMode
+from tierwise.catalog.policy import Policy, PolicyMode
+from tierwise.catalog.specs import Complexity, TaskType, load_default_catalog
 from tierwise.routing.selector import Selector, Snapshot
 
 REPEATS = 7

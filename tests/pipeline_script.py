@@ -25,7 +25,9 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from tierwise.config import Settings
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Settings
+from tierwise.catalog.specs import Catalog, ModelSpec, Provider, TaskType
 from tierwise.nodes.parameter_extraction import Parameter, Parameters
 from tierwise.prompts.classification import CLASSIFY
 from tierwise.prompts.decomposition import DECOMPOSE
@@ -36,9 +38,7 @@ from tierwise.prompts.rationale_generation import EXPLAIN
 from tierwise.prompts.rewriting import REWRITE
 from tierwise.prompts.structure_assessment import ASSESS
 from tierwise.prompts.tool_use_formatting import FORMAT_TOOL_CALL
-from tierwise.routing.catalog import Catalog, ModelSpec, Provider, TaskType
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.testing import ChatRequest, Fault, RecordedRequest, Reply, Simulator

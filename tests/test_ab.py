@@ -23,8 +23,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tierwise.cli_insights import ab_app, recommend_command
-from tierwise.learning.ab import (
+from tierwise.catalog.policy import ABTest, Policy
+from tierwise.catalog.specs import Catalog, default_catalog_data
+from tierwise.cli.insights import ab_app, recommend_command
+from tierwise.guards.limits import HealthBoard
+from tierwise.insights.ab import (
     A_BETTER,
     B_BETTER,
     NO_DATA,
@@ -34,7 +37,7 @@ from tierwise.learning.ab import (
     ab_reports,
     compare,
 )
-from tierwise.learning.stats import (
+from tierwise.insights.statistics import (
     interval,
     mean_var,
     normal_sf,
@@ -46,12 +49,9 @@ from tierwise.learning.stats import (
     welch_t_test,
     welch_t_test_samples,
 )
-from tierwise.routing.catalog import Catalog, default_catalog_data
-from tierwise.routing.evidence import JUDGE, Outcome
-from tierwise.routing.evidence import interval as evidence_interval
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.limits import HealthBoard
-from tierwise.routing.policy import ABTest, Policy
+from tierwise.ledger.evidence import JUDGE, Outcome
+from tierwise.ledger.evidence import interval as evidence_interval
+from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.testing import Fault, Simulator
@@ -275,7 +275,7 @@ def workload(simulator: Simulator, tmp_path: Path) -> Iterator[Workload]:
 
 
 def app() -> typer.Typer:
-    """The two commands as tierwise.cli registers them."""
+    """The two commands as tierwise.cli.app registers them."""
     root = typer.Typer()
     root.add_typer(ab_app, name="ab")
     root.command("recommend")(recommend_command)

@@ -72,7 +72,7 @@ def test_selection_benchmark_compares_with_litellm(table: str) -> None:
 
 def test_routing_quality_scores_a_labelled_file_with_a_saved_router(tmp_path: Path) -> None:
     """``benchmarks.routing_quality --file --router`` prints RouteLLM's table (no timings read)."""
-    from tierwise.routing.learned import LearnedRouter
+    from tierwise.learning.learned_router import LearnedRouter
 
     rows_ = [(f"question {i} about {'apples' if i % 2 else 'integrals'}", i % 2 == 1)
              for i in range(60)]  # fmt: skip

@@ -1,4 +1,4 @@
-"""tierwise.routing.budget: cost caps and daily quotas, checked before a call, from the ledger."""
+"""tierwise.guards.budget: cost caps and daily quotas, checked before a call, from the ledger."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-import tierwise.routing.ledger as ledger_module
-from tierwise.routing.budget import BudgetExceeded, BudgetGuard, CapStatus, Reservation
-from tierwise.routing.catalog import Limits, ModelSpec, Price, Provider
-from tierwise.routing.errors import FailureKind, classify
-from tierwise.routing.ledger import DAY, Ledger, LedgerRow
-from tierwise.routing.policy import Policy
+import tierwise.ledger.store as ledger_module
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Limits, ModelSpec, Price, Provider
+from tierwise.guards.budget import BudgetExceeded, BudgetGuard, CapStatus, Reservation
+from tierwise.ledger.store import DAY, Ledger, LedgerRow
+from tierwise.providers.failures import FailureKind, classify
 
 TODAY = 20_000 * DAY  # a UTC midnight
 NOON = TODAY + DAY / 2
@@ -306,7 +306,7 @@ def test_quota_survives_a_restart(path: Path, clock: Clock) -> None:
 
 _RECORD_FREE = textwrap.dedent("""
     import sys
-    from tierwise.routing.ledger import Ledger, LedgerRow
+    from tierwise.ledger.store import Ledger, LedgerRow
     with Ledger(sys.argv[1]) as ledger:
         ledger.record(LedgerRow(
             float(sys.argv[2]), None, None, None, "classification", "simple", "free_first",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tierwise.routing.catalog import (
+from tierwise.catalog.specs import (
     Catalog,
     ModelSpec,
     Provider,

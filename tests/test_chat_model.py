@@ -19,8 +19,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-from tierwise.config import Settings
-from tierwise.routing.catalog import ModelSpec
+from tierwise.catalog.settings import Settings
+from tierwise.catalog.specs import ModelSpec
 from tierwise.routing.chat_model import RoutedChatModel, StreamInterrupted
 from tierwise.routing.router import ModelRouter
 from tierwise.testing import ChatRequest, Fault, Reply, Simulator

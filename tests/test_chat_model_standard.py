@@ -23,10 +23,10 @@ import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from tierwise.routing.catalog import TaskType
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import TaskType
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.chat_model import RoutedChatModel
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.testing import ChatRequest, Reply, Simulator, minimal_instance
 

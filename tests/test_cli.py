@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tierwise.cli import app
-from tierwise.config import CREDENTIAL_ENV
-from tierwise.routing.catalog import Provider, TaskType, Tier, load_default_catalog
-from tierwise.routing.providers import embedded_installed
+from tierwise.catalog.settings import CREDENTIAL_ENV
+from tierwise.catalog.specs import Provider, TaskType, Tier, load_default_catalog
+from tierwise.cli.app import app
+from tierwise.providers.clients import embedded_installed
 
 KEY_VARS = sorted({name for names in CREDENTIAL_ENV.values() for name in names})
 #: Nothing listens on the discard port: connection refused at once, whether or not Ollama runs.
@@ -37,7 +37,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(
-        "tierwise.config.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
     )
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -105,7 +105,7 @@ def test_models_one_operation() -> None:
 
 def test_models_with_ollama_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        "tierwise.routing.providers._ollama_tags",
+        "tierwise.providers.clients._ollama_tags",
         lambda host, timeout: frozenset({"mistral:7b", "llama3.1:8b"}),
     )
     rows = json.loads(run("models", "--json").stdout)
@@ -216,7 +216,7 @@ def test_route_contradictory_policy_is_one_readable_line() -> None:
 
 
 def test_route_with_nothing_available_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tierwise.routing.providers.embedded_installed", lambda: False)
+    monkeypatch.setattr("tierwise.providers.clients.embedded_installed", lambda: False)
     result = run("route", "classification", "--policy", "local_only")
     assert result.exit_code == 2
     assert "no model can answer classification" in result.stderr
@@ -240,7 +240,7 @@ def test_doctor_without_keys() -> None:
 
 
 def test_doctor_fails_when_nothing_can_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tierwise.routing.providers.embedded_installed", lambda: False)
+    monkeypatch.setattr("tierwise.providers.clients.embedded_installed", lambda: False)
     result = run("doctor")
     assert result.exit_code == 2
     assert "no model can answer" in result.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tierwise.cli import app
+from tierwise.cli.app import app
 from tierwise.testing import Fault, Reply, Simulator
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from tierwise.cli import app
-from tierwise.routing.evidence import JUDGE, Outcome
-from tierwise.routing.learned import LearnedRouter, feature_ids
-from tierwise.routing.ledger import Ledger
+from tierwise.cli.app import app
+from tierwise.learning.learned_router import LearnedRouter, feature_ids
+from tierwise.ledger.evidence import JUDGE, Outcome
+from tierwise.ledger.store import Ledger
 
 runner = CliRunner()
 WEAK, STRONG = "small/model", "big/model"

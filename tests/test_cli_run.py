@@ -29,12 +29,12 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import tierwise.graphs  # noqa: F401 - imports every node class
-from tierwise.cli import app
-from tierwise.cli_run import Progress, default_checkpoints_path
+from tierwise.catalog.specs import TaskType
+from tierwise.cli.app import app
+from tierwise.cli.run import Progress, default_checkpoints_path
+from tierwise.ledger.store import Ledger
 from tierwise.nodes.base import OperationNode
-from tierwise.routing.catalog import TaskType
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.providers import embedded_installed
+from tierwise.providers.clients import embedded_installed
 from tierwise.testing import ChatRequest, Fault, Reply, Simulator
 
 INSTRUCTION = "Plan a three-day offsite in Lisbon for 12 people"
@@ -104,7 +104,7 @@ def env(
     monkeypatch.setenv("TIERWISE_CONFIG", str(config))
     monkeypatch.chdir(tmp_path)
     # a model that fails here must fail fast, not fall back to loading the embedded model
-    monkeypatch.setattr("tierwise.routing.providers.embedded_installed", lambda: False)
+    monkeypatch.setattr("tierwise.providers.clients.embedded_installed", lambda: False)
     script_plan(simulator)
     yield simulator
     sys.modules.pop("run_tools", None)  # each test writes its own
@@ -402,7 +402,7 @@ def test_no_model_available_mid_run_then_resume(env: Simulator) -> None:
 
 
 def test_budget_exceeded_mid_run(env: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tierwise.routing.budget import BudgetExceeded
+    from tierwise.guards.budget import BudgetExceeded
     from tierwise.routing.router import ModelRouter
 
     real = ModelRouter.ainvoke

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.config import (
+from tierwise.catalog.policy import PolicyMode
+from tierwise.catalog.settings import (
     CREDENTIAL_ENV,
     ConfigError,
     Credentials,
@@ -16,8 +17,7 @@ from tierwise.config import (
     find_config_file,
     load_settings,
 )
-from tierwise.routing.catalog import Provider, TaskType, Tier, load_default_catalog
-from tierwise.routing.policy import PolicyMode
+from tierwise.catalog.specs import Provider, TaskType, Tier, load_default_catalog
 
 KEY_VARS = sorted({name for names in CREDENTIAL_ENV.values() for name in names})
 
@@ -32,7 +32,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(home))
     user_dir = tmp_path / "user-config"
     monkeypatch.setattr(
-        "tierwise.config.platformdirs.user_config_dir", lambda *a, **k: str(user_dir)
+        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(user_dir)
     )
     work = tmp_path / "work"
     work.mkdir()

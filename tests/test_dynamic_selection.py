@@ -24,13 +24,13 @@ from typing import Any, NamedTuple
 import pytest
 from typer.testing import CliRunner
 
-from tierwise.cli import app
-from tierwise.config import CREDENTIAL_ENV
-from tierwise.routing.catalog import Catalog, TaskType, Tier, load_default_catalog
-from tierwise.routing.ledger import OK, Ledger, LedgerRow, Performance
-from tierwise.routing.limits import HealthBoard
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import CREDENTIAL_ENV
+from tierwise.catalog.specs import Catalog, TaskType, Tier, load_default_catalog
+from tierwise.cli.app import app
+from tierwise.guards.limits import HealthBoard
+from tierwise.ledger.store import OK, Ledger, LedgerRow, Performance
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter
 from tierwise.routing.selector import (
     FAILING,
@@ -425,7 +425,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(
-        "tierwise.config.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-real")

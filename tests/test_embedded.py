@@ -29,7 +29,7 @@ from typing_extensions import TypedDict
 
 pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python")
 
-from tierwise.routing.embedded import (  # noqa: E402
+from tierwise.providers.embedded import (  # noqa: E402
     DEFAULT_GGUF_NAME,
     EmbeddedChatModel,
     _to_llama_message,

@@ -36,14 +36,17 @@ from tests.pipeline_script import (
     Rig,
     make_rig,
 )
+from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.graphs.pipeline import build_instruction_pipeline
 from tierwise.graphs.steps import step_graph
+from tierwise.ledger.evidence import ESCALATION, JUDGE
+from tierwise.ledger.store import Ledger
 from tierwise.nodes import Classification, Rewrite, classification_node, rewriting_node
 from tierwise.nodes.base import ReportEntry
 from tierwise.nodes.context import RunContext
 from tierwise.prompts.classification import CLASSIFY as CLASSIFY_PROMPT
 from tierwise.prompts.rewriting import REWRITE
-from tierwise.routing.catalog import Complexity, TaskType
 from tierwise.routing.ensemble import (
     EnsembleResult,
     Scored,
@@ -53,9 +56,6 @@ from tierwise.routing.ensemble import (
     field_key,
     majority_vote,
 )
-from tierwise.routing.evidence import ESCALATION, JUDGE
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.routing.results import NoModelAvailable, RoutedResult
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot

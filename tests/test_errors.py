@@ -1,4 +1,4 @@
-"""tierwise.routing.errors: every failure of the four clients and the embedded model.
+"""tierwise.providers.failures: every failure of the four clients and the embedded model.
 
 Most tests build the *real* SDK exception objects (openai on httpx2, groq on httpx,
 google-genai wrapped the way langchain-google-genai wraps it, ollama) and classify them.
@@ -34,7 +34,7 @@ from langchain_core import exceptions as lc
 from langchain_google_genai import chat_models as google_chat
 from langchain_openai.chat_models import base as openai_chat
 
-from tierwise.routing.errors import (
+from tierwise.providers.failures import (
     Failure,
     FailureKind,
     InvalidOutput,
@@ -1358,7 +1358,7 @@ def test_classify_is_fast() -> None:
 
 
 def test_errors_module_imports_no_provider_sdk() -> None:
-    path = Path(__file__).resolve().parents[1] / "tierwise" / "routing" / "errors.py"
+    path = Path(__file__).resolve().parents[1] / "tierwise" / "providers" / "failures.py"
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('errors_alone', {str(path)!r})\n"
@@ -1616,8 +1616,8 @@ SIM_FAULTS: dict[str, tuple[Callable[[Any], Any], K, int | None, bool]] = {
 @pytest.fixture
 def sim_models(request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any]]:
     try:
-        from tierwise.routing.catalog import ModelSpec, Provider, Tier
-        from tierwise.routing.providers import ProviderFactory
+        from tierwise.catalog.specs import ModelSpec, Provider, Tier
+        from tierwise.providers.clients import ProviderFactory
 
         simulator = request.getfixturevalue("simulator")
     except Exception as exc:  # noqa: BLE001 - the simulator is optional here

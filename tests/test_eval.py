@@ -16,7 +16,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tierwise.cli_eval import eval_command
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Complexity, TaskType
+from tierwise.cli.eval import eval_command
 from tierwise.evaluation import EvalItem, EvalSet, evaluate, resolve_data
 from tierwise.evaluation.datasets import data_root, load_bfcl, load_snips
 from tierwise.evaluation.scoring import (
@@ -25,10 +27,8 @@ from tierwise.evaluation.scoring import (
     score_extraction,
     score_tool_call,
 )
-from tierwise.routing.catalog import Complexity, TaskType
-from tierwise.routing.evidence import EVAL
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.policy import Policy
+from tierwise.ledger.evidence import EVAL
+from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Selector, Snapshot
 from tierwise.testing import ChatRequest, Reply, Simulator
@@ -317,9 +317,9 @@ def test_an_operation_and_data_set_mismatch_is_refused(tmp_path: Path) -> None:
 @needs_data
 def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python")
-    from tierwise.config import Credentials, Settings
-    from tierwise.routing.catalog import load_default_catalog
-    from tierwise.routing.providers import embedded_installed
+    from tierwise.catalog.settings import Credentials, Settings
+    from tierwise.catalog.specs import load_default_catalog
+    from tierwise.providers.clients import embedded_installed
 
     if not embedded_installed():
         pytest.skip("the embedded model is not installed")
@@ -340,7 +340,7 @@ def test_eval_evidence_reorders_what_tierwise_route_shows(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     """The whole loop from the shell: eval 24 items per model, then route reads the ledger."""
-    from tierwise.cli import app
+    from tierwise.cli.app import app
 
     _script(simulator)
     data = tmp_path / "tiny.csv"

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from tierwise.routing.catalog import load_default_catalog
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.specs import load_default_catalog
+from tierwise.providers.clients import ProviderFactory
 from tierwise.testing import Simulator
 
 CATALOG = load_default_catalog()

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from tierwise.config import ConfigError, load_settings
-from tierwise.routing.catalog import Catalog, TaskType, Tier, load_default_catalog
-from tierwise.routing.evidence import EVAL, JUDGE, EvidenceStore, Measured, Outcome, interval
-from tierwise.routing.ledger import SCHEMA_VERSION, Ledger, LedgerRow
-from tierwise.routing.policy import ABTest, OperationOverride, Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.policy import ABTest, OperationOverride, Policy
+from tierwise.catalog.settings import ConfigError, load_settings
+from tierwise.catalog.specs import Catalog, TaskType, Tier, load_default_catalog
+from tierwise.ledger.evidence import EVAL, JUDGE, EvidenceStore, Measured, Outcome, interval
+from tierwise.ledger.store import SCHEMA_VERSION, Ledger, LedgerRow
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Selector, Snapshot
 from tierwise.routing.steering import arm_of, lead
@@ -252,7 +252,7 @@ def test_an_arm_whose_model_cannot_answer_keeps_its_calls_as_failures(
     rig: tuple[Simulator, ModelRouter, Ledger],
 ) -> None:
     """Intention to treat: arm b's calls stay arm b's when its model is not a candidate."""
-    from tierwise.learning.ab import calls_by_test
+    from tierwise.insights.ab import calls_by_test
 
     _, router, ledger = rig
     test = ABTest(name="gone", a=A, b="retired-model", share_b=0.5)
@@ -273,8 +273,8 @@ def test_an_arm_whose_model_cannot_answer_keeps_its_calls_as_failures(
 
 def test_training_rows_count_a_failed_validation_as_a_zero(tmp_path: Path) -> None:
     """An invalid answer in the ledger is a verdict on that model for the learned router."""
-    from tierwise.routing.catalog import Provider
-    from tierwise.routing.errors import FailureKind
+    from tierwise.catalog.specs import Provider
+    from tierwise.providers.failures import FailureKind
     from tierwise.routing.results import Attempt
 
     def attempt(model: str, failure: FailureKind | None) -> Attempt:

@@ -23,6 +23,7 @@ from types import ModuleType
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
 
+from tierwise.catalog.specs import Provider
 from tierwise.prompts.classification import CLASSIFY
 from tierwise.prompts.decomposition import DECOMPOSE
 from tierwise.prompts.instruction_routing import ROUTE
@@ -31,7 +32,6 @@ from tierwise.prompts.quality_scoring import SCORE
 from tierwise.prompts.rationale_generation import EXPLAIN
 from tierwise.prompts.rewriting import REWRITE
 from tierwise.prompts.structure_assessment import ASSESS
-from tierwise.routing.catalog import Provider
 from tierwise.testing import ChatRequest, Fault, Reply, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.routing.catalog import Catalog, TaskType
-from tierwise.routing.learned import LearnedRouter
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, TaskType
+from tierwise.learning.learned_router import LearnedRouter
+from tierwise.ledger.store import Ledger
+from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.routing.steering import Steering, prompt_text
@@ -106,8 +106,8 @@ def test_a_daily_budget_calibrates_the_share_from_the_call_volume(tmp_path: Path
         steering = Steering(ledger)
         budget = Policy(mode="learned", max_cost_per_day=1.0)
         assert steering.share(budget, strong_cost=0.01) == 0.5  # no traffic yet: the default
-        from tierwise.routing.catalog import Provider, Tier
-        from tierwise.routing.ledger import LedgerRow
+        from tierwise.catalog.specs import Provider, Tier
+        from tierwise.ledger.store import LedgerRow
         from tierwise.routing.results import Attempt
 
         ok = Attempt(CHEAP, Provider.GROQ, Tier.FREE, None, 0.1)

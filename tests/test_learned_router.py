@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tierwise.learning.learned_router import LearnedRouter, feature_ids
 from tierwise.learning.metrics import evaluate
 from tierwise.learning.routellm import (
     LabelledSet,
@@ -19,7 +20,6 @@ from tierwise.learning.routellm import (
     load_labelled,
     split,
 )
-from tierwise.routing.learned import LearnedRouter, feature_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,7 +247,7 @@ def test_bad_outcomes_are_errors() -> None:
 
 def test_feature_ids_are_stable_across_processes() -> None:
     text = "Natalia sold clips to 48 of her friends in April!"
-    code = f"from tierwise.routing.learned import feature_ids;print(feature_ids({text!r}).tolist())"
+    code = f"from tierwise.learning.learned_router import feature_ids;print(feature_ids({text!r}).tolist())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

@@ -1,4 +1,4 @@
-"""tierwise.routing.ledger: storage, own-write visibility, several processes, kills, stats.
+"""tierwise.ledger.store: storage, own-write visibility, several processes, kills, stats.
 
 Processes are real (``python -c`` children on the same file); the ledger module imports
 only the standard library and platformdirs, so each child starts in a fraction of a second.
@@ -22,10 +22,10 @@ from typing import Any
 import platformdirs
 import pytest
 
-import tierwise.routing.ledger as ledger_module
-from tierwise.routing.catalog import Provider, Tier
-from tierwise.routing.errors import FailureKind
-from tierwise.routing.ledger import (
+import tierwise.ledger.store as ledger_module
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Provider, Tier
+from tierwise.ledger.store import (
     DAY,
     LEDGER_ENV,
     Health,
@@ -36,7 +36,7 @@ from tierwise.routing.ledger import (
     default_ledger_path,
     percentile,
 )
-from tierwise.routing.policy import Policy
+from tierwise.providers.failures import FailureKind
 from tierwise.routing.results import Attempt
 
 NOW = 1_750_000_000.0  # a fixed instant; rows carry their own times
@@ -357,7 +357,7 @@ def test_requests_survive_a_restart(path: Path) -> None:
 
 _WRITER = textwrap.dedent("""
     import sys, time
-    from tierwise.routing.ledger import Ledger, LedgerRow
+    from tierwise.ledger.store import Ledger, LedgerRow
     path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     provider = {"a": "openai", "b": "groq"}[name]
     print("ready", flush=True)
@@ -375,7 +375,7 @@ _WRITER = textwrap.dedent("""
 
 _READER = textwrap.dedent("""
     import sys
-    from tierwise.routing.ledger import Ledger
+    from tierwise.ledger.store import Ledger
     with Ledger(sys.argv[1]) as ledger:
         print(ledger.spent(since=0), ledger.spent(since=0, provider="openai"),
               ledger.spent(since=0, run_id="run-b"), ledger.requests("model-a", since=0),
@@ -431,7 +431,7 @@ def test_two_processes_write_concurrently_and_a_third_sees_both(path: Path) -> N
 
 _KILLED = textwrap.dedent("""
     import sys, time
-    from tierwise.routing.ledger import Ledger, LedgerRow
+    from tierwise.ledger.store import Ledger, LedgerRow
     path, mode, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
     # "journal": no batch is committed before the kill, however many rows are recorded.
     ledger = Ledger(path, flush_interval=interval, batch_size=10**9 if mode == "journal" else 200)
@@ -559,7 +559,7 @@ def test_a_long_journal_is_rewritten_with_the_pending_rows_only(
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from tierwise.routing.ledger import Ledger, LedgerRow
+    from tierwise.ledger.store import Ledger, LedgerRow
     ledger = Ledger(sys.argv[1], flush_interval=60)
     ledger.record(LedgerRow(
         0.0, "run", None, "0", "classification", "simple", "balanced", "openai", "gpt-4o",
@@ -691,7 +691,7 @@ def test_kill_loses_no_row_older_than_the_flush_interval(path: Path) -> None:
 
 _EXITS = textwrap.dedent("""
     import sys
-    from tierwise.routing.ledger import Ledger, LedgerRow
+    from tierwise.ledger.store import Ledger, LedgerRow
     path, how = sys.argv[1], sys.argv[2]
     ledger = Ledger(path, flush_interval=60)  # only the exit can commit these rows
     for i in range(25):

@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
-from tierwise.routing.catalog import Limits, load_default_catalog
-from tierwise.routing.limits import (
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Limits, load_default_catalog
+from tierwise.guards.limits import (
     DAY,
     Denied,
     HealthBoard,
@@ -19,7 +20,6 @@ from tierwise.routing.limits import (
     RateLimiter,
     parse_duration,
 )
-from tierwise.routing.policy import Policy
 from tierwise.routing.selector import Selector, Snapshot
 
 

@@ -39,6 +39,8 @@ from tests.pipeline_script import (
     make_rig,
     plain_chat_model,
 )
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Complexity, Provider, TaskType
 from tierwise.nodes import (
     Classification,
     Plan,
@@ -61,8 +63,6 @@ from tierwise.nodes import (
     tool_use_formatting_node,
 )
 from tierwise.nodes.base import OperationNode, ReportEntry
-from tierwise.routing.catalog import Complexity, Provider, TaskType
-from tierwise.routing.policy import Policy
 from tierwise.testing import Simulator
 
 DRIVERS = ("invoke", "ainvoke")

@@ -39,6 +39,8 @@ from tests.pipeline_script import (
     make_rig,
     plain_chat_model,
 )
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Provider, TaskType, Tier
 from tierwise.graphs import (
     PipelineResult,
     RoutingReport,
@@ -58,8 +60,6 @@ from tierwise.nodes import (
 )
 from tierwise.nodes.base import OperationNode
 from tierwise.nodes.decomposition import plan_problem
-from tierwise.routing.catalog import Provider, TaskType, Tier
-from tierwise.routing.policy import Policy
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.testing import Fault, Reply, Simulator

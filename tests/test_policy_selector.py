@@ -8,7 +8,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from tierwise.routing.catalog import (
+from tierwise.catalog.policy import OperationOverride, Policy, PolicyMode, tier_order
+from tierwise.catalog.specs import (
     Catalog,
     Complexity,
     ModelSpec,
@@ -17,7 +18,6 @@ from tierwise.routing.catalog import (
     Tier,
     load_default_catalog,
 )
-from tierwise.routing.policy import OperationOverride, Policy, PolicyMode, tier_order
 from tierwise.routing.selector import Explanation, Selector, Snapshot
 
 CATALOG: Catalog = load_default_catalog()

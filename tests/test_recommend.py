@@ -21,9 +21,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tierwise.cli_insights import ab_app, recommend_command
-from tierwise.config import load_settings
-from tierwise.learning.recommend import (
+from tierwise.catalog.policy import ABTest, Policy
+from tierwise.catalog.settings import load_settings
+from tierwise.catalog.specs import Catalog, Tier, default_catalog_data, load_default_catalog
+from tierwise.cli.insights import ab_app, recommend_command
+from tierwise.guards.limits import HealthBoard
+from tierwise.insights.recommend import (
     MEASURED,
     RULE,
     SUCCESS_RATE,
@@ -31,11 +34,8 @@ from tierwise.learning.recommend import (
     recommend_operation,
     toml_snippet,
 )
-from tierwise.routing.catalog import Catalog, Tier, default_catalog_data, load_default_catalog
-from tierwise.routing.evidence import EVAL, JUDGE, Outcome
-from tierwise.routing.ledger import OK, Ledger, LedgerRow
-from tierwise.routing.limits import HealthBoard
-from tierwise.routing.policy import ABTest, Policy
+from tierwise.ledger.evidence import EVAL, JUDGE, Outcome
+from tierwise.ledger.store import OK, Ledger, LedgerRow
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.testing import Reply, Simulator

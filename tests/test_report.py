@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tierwise.cli import app
-from tierwise.report import bucket_seconds, render_report
-from tierwise.routing.catalog import Catalog, TaskType
-from tierwise.routing.ledger import Ledger, LedgerRow, percentile
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, TaskType
+from tierwise.cli.app import app
+from tierwise.insights.report import bucket_seconds, render_report
+from tierwise.ledger.store import Ledger, LedgerRow, percentile
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
 from tierwise.testing import Fault, Simulator

@@ -22,12 +22,12 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from tierwise.config import Credentials, ProviderConfig, Settings
-from tierwise.routing.catalog import Catalog, ModelSpec, Provider, TaskType
-from tierwise.routing.errors import FailureKind
-from tierwise.routing.limits import HealthBoard, RateLimiter
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
+from tierwise.catalog.specs import Catalog, ModelSpec, Provider, TaskType
+from tierwise.guards.limits import HealthBoard, RateLimiter
+from tierwise.providers.clients import ProviderFactory
+from tierwise.providers.failures import FailureKind
 from tierwise.routing.results import (
     NoModelAvailable,
     RoutedResult,
@@ -1133,8 +1133,8 @@ def test_min_tier_filters_lower_tiers(simulator: Simulator) -> None:
 def test_check_finished_reads_every_providers_finish_reason(
     metadata: dict[str, Any], extra: dict[str, Any], problem: str | None
 ) -> None:
+    from tierwise.providers.failures import InvalidOutput
     from tierwise.routing.answers import check_finished as _check_finished
-    from tierwise.routing.errors import InvalidOutput
 
     message = AIMessage("an answer", response_metadata=metadata, additional_kwargs=extra)
     if problem is None:

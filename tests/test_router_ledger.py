@@ -33,14 +33,14 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
-from tierwise.config import Settings, load_settings
-from tierwise.routing import ledger as ledger_module
-from tierwise.routing.budget import BudgetExceeded
-from tierwise.routing.catalog import Catalog, ModelSpec, TaskType, Tier
-from tierwise.routing.errors import FailureKind
-from tierwise.routing.ledger import Ledger, LedgerRow, day_start
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory
+import tierwise.ledger.store as ledger_module
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Settings, load_settings
+from tierwise.catalog.specs import Catalog, ModelSpec, TaskType, Tier
+from tierwise.guards.budget import BudgetExceeded
+from tierwise.ledger.store import Ledger, LedgerRow, day_start
+from tierwise.providers.clients import ProviderFactory
+from tierwise.providers.failures import FailureKind
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamEvent
 from tierwise.routing.router import DEFAULT_MAX_OUTPUT_TOKENS, ModelRouter
 from tierwise.routing.selector import Snapshot
@@ -515,10 +515,10 @@ def test_a_free_models_daily_quota_survives_a_restart(simulator: Simulator, path
 #: It imports and builds everything first, then makes as many calls as it is told on stdin.
 _CHILD = textwrap.dedent("""
     import json, sys
-    from tierwise.config import Credentials, ProviderConfig, Settings
-    from tierwise.routing.catalog import Catalog
-    from tierwise.routing.ledger import Ledger
-    from tierwise.routing.policy import Policy
+    from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
+    from tierwise.catalog.specs import Catalog
+    from tierwise.ledger.store import Ledger
+    from tierwise.catalog.policy import Policy
     from tierwise.routing.router import ModelRouter
     from tierwise.routing.selector import Snapshot
     from tierwise.testing.protocols import BASE_PATHS

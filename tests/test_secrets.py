@@ -11,11 +11,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tierwise.cli import app
-from tierwise.config import CREDENTIAL_ENV, ConfigError, Credentials, Settings, load_settings
-from tierwise.routing.catalog import ModelSpec, Provider, Tier
-from tierwise.routing.policy import Policy
-from tierwise.routing.providers import ProviderFactory, probe
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import (
+    CREDENTIAL_ENV,
+    ConfigError,
+    Credentials,
+    Settings,
+    load_settings,
+)
+from tierwise.catalog.specs import ModelSpec, Provider, Tier
+from tierwise.cli.app import app
+from tierwise.providers.clients import ProviderFactory, probe
 from tierwise.routing.selector import Selector
 
 KEY_VARS = sorted({name for names in CREDENTIAL_ENV.values() for name in names})
@@ -37,7 +43,7 @@ def canaries(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the probe goes direct
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(
-        "tierwise.config.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
     )
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)  # the root logger: every library's records

@@ -29,8 +29,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-from tierwise.routing.catalog import ModelSpec, Provider, Tier
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.specs import ModelSpec, Provider, Tier
+from tierwise.providers.clients import ProviderFactory
 from tierwise.testing import Fault, Reply, Simulator
 
 

@@ -18,8 +18,8 @@ import pytest
 from google.genai import errors as genai_errors
 from langchain_core.exceptions import ModelRateLimitError
 
-from tierwise.routing.catalog import ModelSpec, Provider, Tier
-from tierwise.routing.providers import ProviderFactory
+from tierwise.catalog.specs import ModelSpec, Provider, Tier
+from tierwise.providers.clients import ProviderFactory
 from tierwise.testing import ModelLimiter, Reply, Simulator
 
 

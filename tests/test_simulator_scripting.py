@@ -16,8 +16,8 @@ import httpx
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from tierwise.config import load_settings
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.settings import load_settings
+from tierwise.catalog.specs import Provider
 from tierwise.testing import (
     ChatRequest,
     Fault,

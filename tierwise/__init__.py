@@ -10,17 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tierwise.config import ConfigError, Credentials, ProviderConfig, Settings, load_settings
-    from tierwise.evaluation import aevaluate, evaluate
-    from tierwise.graphs import (
-        PipelineResult,
-        build_extraction,
-        build_instruction_pipeline,
-        build_triage,
-        sqlite_checkpointer,
+    from tierwise.catalog.policy import ABTest, EnsembleSpec, OperationOverride, Policy, PolicyMode
+    from tierwise.catalog.settings import (
+        ConfigError,
+        Credentials,
+        ProviderConfig,
+        Settings,
+        load_settings,
     )
-    from tierwise.nodes.context import RunContext
-    from tierwise.routing.catalog import (
+    from tierwise.catalog.specs import (
         Catalog,
         Complexity,
         Limits,
@@ -31,13 +29,21 @@ if TYPE_CHECKING:
         Tier,
         load_default_catalog,
     )
+    from tierwise.evaluation import aevaluate, evaluate
+    from tierwise.graphs import (
+        PipelineResult,
+        build_extraction,
+        build_instruction_pipeline,
+        build_triage,
+        sqlite_checkpointer,
+    )
+    from tierwise.learning.learned_router import LearnedRouter
+    from tierwise.ledger.evidence import EvidenceStore, Outcome
+    from tierwise.nodes.context import RunContext
+    from tierwise.providers.clients import ProviderFactory, probe
+    from tierwise.providers.failures import FailureKind
     from tierwise.routing.chat_model import RoutedChatModel, StreamInterrupted
     from tierwise.routing.ensemble import aensemble, ensemble
-    from tierwise.routing.errors import FailureKind
-    from tierwise.routing.evidence import EvidenceStore, Outcome
-    from tierwise.routing.learned import LearnedRouter
-    from tierwise.routing.policy import ABTest, EnsembleSpec, OperationOverride, Policy, PolicyMode
-    from tierwise.routing.providers import ProviderFactory, probe
     from tierwise.routing.results import (
         Attempt,
         NoModelAvailable,
@@ -52,15 +58,15 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("ConfigError", "Credentials", "ProviderConfig", "Settings", "load_settings"),
-        "tierwise.config",
+        "tierwise.catalog.settings",
     ),
     **dict.fromkeys(
         ("Catalog", "Complexity", "Limits", "ModelSpec", "Price", "Provider", "TaskType",
          "Tier", "load_default_catalog"),
-        "tierwise.routing.catalog",
+        "tierwise.catalog.specs",
     ),
     **dict.fromkeys(("RoutedChatModel", "StreamInterrupted"), "tierwise.routing.chat_model"),
-    "FailureKind": "tierwise.routing.errors",
+    "FailureKind": "tierwise.providers.failures",
     **dict.fromkeys(
         ("PipelineResult", "build_extraction", "build_instruction_pipeline", "build_triage",
          "sqlite_checkpointer"),
@@ -69,13 +75,13 @@ _EXPORTS: dict[str, str] = {
     "RunContext": "tierwise.nodes.context",
     **dict.fromkeys(
         ("ABTest", "EnsembleSpec", "OperationOverride", "Policy", "PolicyMode"),
-        "tierwise.routing.policy",
+        "tierwise.catalog.policy",
     ),
     **dict.fromkeys(("aevaluate", "evaluate"), "tierwise.evaluation"),
     **dict.fromkeys(("aensemble", "ensemble"), "tierwise.routing.ensemble"),
-    **dict.fromkeys(("EvidenceStore", "Outcome"), "tierwise.routing.evidence"),
-    "LearnedRouter": "tierwise.routing.learned",
-    **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.routing.providers"),
+    **dict.fromkeys(("EvidenceStore", "Outcome"), "tierwise.ledger.evidence"),
+    "LearnedRouter": "tierwise.learning.learned_router",
+    **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.providers.clients"),
     **dict.fromkeys(
         ("Attempt", "NoModelAvailable", "RoutedResult", "StreamChunk", "StreamEnd",
          "StreamRestart"),

@@ -1,6 +1,6 @@
 """Evaluation against gold labels: data sets, metrics and the runner behind ``tierwise eval``.
 
-The verdicts are quality evidence (:mod:`tierwise.routing.evidence`) that the selector
+The verdicts are quality evidence (:mod:`tierwise.ledger.evidence`) that the selector
 and the learned router read; this package writes it and ``routing`` never imports it.
 """
 

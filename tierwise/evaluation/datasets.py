@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from tierwise.routing.catalog import TaskType
+from tierwise.catalog.specs import TaskType
 
 __all__ = [
     "DATA_ENV",

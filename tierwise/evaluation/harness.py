@@ -5,7 +5,7 @@ interrupted run resumes) runs through the operation's real node in a one-node gr
 with a run context that pins the operation to that model and lets a call wait for a
 rate-limit permit (an eval would rather wait than skip). The answer is scored
 (:mod:`tierwise.evaluation.scoring`) and stored at once as an ``eval``
-:class:`~tierwise.routing.evidence.Outcome` naming the call, the data set and the item,
+:class:`~tierwise.ledger.evidence.Outcome` naming the call, the data set and the item,
 plus the call's hashed prompt features for the learned router. The router records the
 call itself (tokens, cost, latency) in the ledger, so the report's cost and latency are
 read back from there by ``call_id`` and cover resumed items too.
@@ -37,20 +37,20 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
+from tierwise.catalog.policy import OperationOverride, Policy, PolicyMode
+from tierwise.catalog.specs import Complexity, Provider, TaskType, Tier
 from tierwise.evaluation.datasets import EvalItem, EvalSet
 from tierwise.evaluation.scoring import Score, score
+from tierwise.guards.budget import BudgetExceeded
+from tierwise.ledger.evidence import EVAL, EvidenceStore, Outcome, interval
+from tierwise.ledger.store import Ledger, percentile
 from tierwise.nodes.base import OperationNode, ReportEntry
 from tierwise.nodes.classification import classification_node
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.feedback import keep_features
 from tierwise.nodes.parameter_extraction import parameter_extraction_node
 from tierwise.nodes.tool_use_formatting import tool_use_formatting_node
-from tierwise.routing.budget import BudgetExceeded
-from tierwise.routing.catalog import Complexity, Provider, TaskType, Tier
-from tierwise.routing.errors import FailureKind
-from tierwise.routing.evidence import EVAL, EvidenceStore, Outcome, interval
-from tierwise.routing.ledger import Ledger, percentile
-from tierwise.routing.policy import OperationOverride, Policy, PolicyMode
+from tierwise.providers.failures import FailureKind
 from tierwise.routing.results import NoModelAvailable
 from tierwise.routing.router import ModelRouter
 

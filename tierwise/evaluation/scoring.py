@@ -1,6 +1,6 @@
 """Per-operation metrics: how right one answer is, as a score in [0, 1].
 
-The score becomes :attr:`tierwise.routing.evidence.Outcome.score`, so every metric is
+The score becomes :attr:`tierwise.ledger.evidence.Outcome.score`, so every metric is
 per item and bounded; a data set's quality is their mean.
 
 * ``classification`` — 1 when the label equals the gold label, compared case- and
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from tierwise.routing.catalog import TaskType
+from tierwise.catalog.specs import TaskType
 
 __all__ = [
     "Score",

@@ -34,7 +34,7 @@ TIERWISE_TYPES: tuple[tuple[str, str], ...] = (
     ("tierwise.nodes.structure_assessment", "StructureAssessment"),
     ("tierwise.nodes.quality_scoring", "QualityScore"),
     ("tierwise.nodes.rationale_generation", "Rationale"),
-    ("tierwise.routing.catalog", "Complexity"),
+    ("tierwise.catalog.specs", "Complexity"),
     ("tierwise.graphs.state", "Escalation"),
     ("tierwise.graphs.state", "StepOutcome"),
     ("tierwise.graphs.state", "RoutingReport"),

@@ -20,11 +20,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Complexity, TaskType, Tier
 from tierwise.graphs.state import Escalation
 from tierwise.nodes.base import UNROUTED, ModelLike, ReportEntry, latest_entry, runs_of
 from tierwise.nodes.context import RunContext
-from tierwise.routing.catalog import Complexity, TaskType, Tier
-from tierwise.routing.policy import Policy
 from tierwise.routing.router import ModelRouter
 
 __all__ = [

@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Send
 from pydantic import BaseModel
 
+from tierwise.catalog.specs import TaskType
 from tierwise.graphs.common import module_graph, shared_router
 from tierwise.graphs.escalation import (
     Ladder,
@@ -49,7 +50,6 @@ from tierwise.nodes.instruction_routing import instruction_routing_node
 from tierwise.nodes.quality_scoring import quality_scoring_node
 from tierwise.nodes.rationale_generation import rationale_generation_node
 from tierwise.nodes.rewriting import rewriting_node
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["PIPELINE_STAGES", "build_instruction_pipeline"]
 

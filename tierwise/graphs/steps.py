@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import BaseModel
 
+from tierwise.catalog.specs import TaskType
 from tierwise.graphs.common import module_graph, shared_router
 from tierwise.graphs.escalation import (
     Ladder,
@@ -50,7 +51,6 @@ from tierwise.nodes.tool_use_formatting import (
     tool_execution_node,
     tool_use_formatting_node,
 )
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["build_extraction", "step_graph", "step_stages"]
 

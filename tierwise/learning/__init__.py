@@ -1,6 +1,6 @@
 """Learning to route: RouteLLM-format data and RouteLLM's router metrics.
 
-``tierwise.routing.learned`` holds the model; this package feeds it data and scores it.
+``learned_router`` holds the model; the other modules feed it data and score it.
 """
 
 from tierwise.learning.metrics import RoutingQuality, evaluate

@@ -1,11 +1,11 @@
 """Training the learned router and scoring it as RouteLLM does.
 
-Two sources of labels, one model (:class:`~tierwise.routing.learned.LearnedRouter`):
+Two sources of labels, one model (:class:`~tierwise.learning.learned_router.LearnedRouter`):
 
 * **labelled files** in RouteLLM's column format (a ``prompt`` column and one boolean or
   score column per model; :mod:`tierwise.learning.routellm`), with ``aliases`` mapping
   their model columns to catalog keys so the heads serve the catalog's models;
-* **the ledger's own outcomes** (:meth:`~tierwise.routing.evidence.EvidenceStore.training_rows`):
+* **the ledger's own outcomes** (:meth:`~tierwise.ledger.evidence.EvidenceStore.training_rows`):
   the hashed features of each judged call's prompt with the verdicts on its answer —
   evals, judges' scores, escalations — so the router improves with usage.
 
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tierwise.learning.learned_router import LearnedRouter
 from tierwise.learning.metrics import RoutingQuality, evaluate, oracle_scores, random_quality
 from tierwise.learning.routellm import LabelledSet, find_data, load_benchmark, load_labelled, split
-from tierwise.routing.evidence import EvidenceStore
-from tierwise.routing.learned import LearnedRouter
+from tierwise.ledger.evidence import EvidenceStore
 
 __all__ = [
     "SETS",

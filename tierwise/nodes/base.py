@@ -39,13 +39,13 @@ from langgraph.runtime import get_runtime
 from pydantic import BaseModel
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
 
+from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.specs import Complexity, TaskType, Tier
+from tierwise.ledger.store import Ledger
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.ensembles import CombinerKind, combiner_for
 from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement
-from tierwise.routing.catalog import Complexity, TaskType, Tier
 from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
-from tierwise.routing.ledger import Ledger
-from tierwise.routing.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.routing.results import NoModelAvailable, RoutedResult
 from tierwise.routing.router import ModelRouter, config_value
 

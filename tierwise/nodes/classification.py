@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.nodes.base import ModelLike, OperationNode
 from tierwise.prompts.classification import CLASSIFY
-from tierwise.routing.catalog import Complexity, TaskType
 
 __all__ = ["DEFAULT_LABELS", "Classification", "ClassificationNode", "classification_node"]
 

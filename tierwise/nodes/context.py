@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
 
 __all__ = ["RunContext"]
 

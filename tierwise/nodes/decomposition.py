@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode
 from tierwise.prompts.decomposition import DECOMPOSE
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["DecompositionNode", "Plan", "decomposition_node", "plan_problem"]
 

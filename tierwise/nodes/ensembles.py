@@ -1,7 +1,7 @@
 """How a node answers through an ensemble: its combiner, and the quality judge for free text.
 
 When the run's policy gives a node's operation an
-:class:`~tierwise.routing.policy.EnsembleSpec`, the node asks every member at once
+:class:`~tierwise.catalog.policy.EnsembleSpec`, the node asks every member at once
 (:mod:`tierwise.routing.ensemble`) and keeps one answer. Combiner ``auto`` means:
 
 * **vote** for operations whose answer is a label — ``classification`` (the label),
@@ -28,8 +28,9 @@ from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
+from tierwise.catalog.policy import EnsembleSpec, Policy
+from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.prompts.quality_scoring import SCORE
-from tierwise.routing.catalog import Complexity, TaskType
 from tierwise.routing.ensemble import (
     Combiner,
     Scored,
@@ -37,7 +38,6 @@ from tierwise.routing.ensemble import (
     field_key,
     majority_vote,
 )
-from tierwise.routing.policy import EnsembleSpec, Policy
 from tierwise.routing.results import RoutedResult
 from tierwise.routing.router import ModelRouter
 

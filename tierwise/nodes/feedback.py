@@ -1,7 +1,7 @@
 """What a graph's judges and escalations tell the router: quality outcomes in the ledger.
 
 A judge node that judges a producer's latest answer (``JudgeNode.producer``) records a
-``judge`` :class:`~tierwise.routing.evidence.Outcome` for the producer's call — the
+``judge`` :class:`~tierwise.ledger.evidence.Outcome` for the producer's call — the
 quality score / 10, or 1 / 0 for a structure assessment that passed / failed. A producer
 that runs again in the same scope was sent back by an escalation edge: it records an
 ``escalation`` outcome of 0 for the answer it replaces. Producers a judge will judge
@@ -25,9 +25,9 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from tierwise.routing.catalog import TaskType
-from tierwise.routing.evidence import ESCALATION, JUDGE, Outcome
-from tierwise.routing.ledger import Ledger
+from tierwise.catalog.specs import TaskType
+from tierwise.ledger.evidence import ESCALATION, JUDGE, Outcome
+from tierwise.ledger.store import Ledger
 
 __all__ = ["keep_features", "record_escalation", "record_judgement"]
 
@@ -105,7 +105,7 @@ def keep_features(
     """
     if ledger is None or not call_id:
         return False
-    from tierwise.routing.learned import feature_ids
+    from tierwise.learning.learned_router import feature_ids
     from tierwise.routing.steering import prompt_text
 
     ids = feature_ids(prompt_text(messages, operation))

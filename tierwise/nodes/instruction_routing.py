@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode, render
 from tierwise.prompts.instruction_routing import ROUTE
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["Route", "RouteDecision", "RoutingNode", "instruction_routing_node"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode, render
 from tierwise.prompts.parameter_extraction import EXTRACT
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["ExtractionNode", "Parameter", "Parameters", "parameter_extraction_node"]
 

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import JudgeNode, ModelLike
 from tierwise.prompts.quality_scoring import SCORE
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["QualityNode", "QualityScore", "quality_scoring_node"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
 from tierwise.prompts.rationale_generation import EXPLAIN
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["Rationale", "RationaleNode", "rationale_generation_node"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode
 from tierwise.prompts.rewriting import REWRITE
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["Rewrite", "RewritingNode", "rewriting_node"]
 

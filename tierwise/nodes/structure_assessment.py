@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import JudgeNode, ModelLike
 from tierwise.prompts.structure_assessment import ASSESS
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["AssessmentNode", "StructureAssessment", "structure_assessment_node"]
 

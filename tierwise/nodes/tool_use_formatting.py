@@ -18,9 +18,9 @@ from langchain_core.tools import tool as as_tool
 from langgraph.config import get_stream_writer
 from pydantic import BaseModel, Field
 
+from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import ModelLike, OperationNode, render
 from tierwise.prompts.tool_use_formatting import FORMAT_TOOL_CALL
-from tierwise.routing.catalog import TaskType
 
 __all__ = [
     "ToolCall",

@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.runnables import Runnable
 
-from tierwise.routing.errors import InvalidOutput
+from tierwise.providers.failures import InvalidOutput
 
 __all__ = [
     "SchemaViolation",

@@ -36,8 +36,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from tierwise.routing.catalog import Complexity, TaskType
-from tierwise.routing.policy import OperationOverride, Policy
+from tierwise.catalog.policy import OperationOverride, Policy
+from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamRestart
 from tierwise.routing.router import ModelRouter, Schema
 

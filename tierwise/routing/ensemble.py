@@ -1,6 +1,6 @@
 """Ensembles: one operation answered by several models in parallel, the answers combined.
 
-An ensemble (:class:`~tierwise.routing.policy.EnsembleSpec`) names its members; each is
+An ensemble (:class:`~tierwise.catalog.policy.EnsembleSpec`) names its members; each is
 asked through the router *pinned* to it, so a member gets everything a routed call gets
 (rate-limit permits, budget caps, circuit breakers, schema validation, one repair) and
 nothing else — no fallback to a model outside the ensemble. All members run at once and
@@ -37,9 +37,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import BaseModel
 
-from tierwise.routing.budget import BudgetExceeded
-from tierwise.routing.catalog import Complexity, TaskType
-from tierwise.routing.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.specs import Complexity, TaskType
+from tierwise.guards.budget import BudgetExceeded
 from tierwise.routing.results import Attempt, NoModelAvailable, RoutedResult
 from tierwise.routing.router import ModelRouter, Schema
 

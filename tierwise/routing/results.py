@@ -12,8 +12,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk
 
-from tierwise.routing.catalog import ModelSpec, Provider, TaskType, Tier
-from tierwise.routing.errors import FailureKind
+from tierwise.catalog.specs import ModelSpec, Provider, TaskType, Tier
+from tierwise.providers.failures import FailureKind
 
 __all__ = [
     "Attempt",

@@ -34,7 +34,15 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from tierwise.config import Settings, load_settings
+from tierwise.catalog.policy import Policy, PolicyMode
+from tierwise.catalog.settings import Settings, load_settings
+from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.guards.budget import BudgetExceeded, BudgetGuard
+from tierwise.guards.limits import Denied, HealthBoard, LimitName, RateLimiter
+from tierwise.ledger.evidence import Measured
+from tierwise.ledger.store import Ledger, LedgerRow, shared_ledger
+from tierwise.providers.clients import ProviderFactory, probe
+from tierwise.providers.failures import Failure, FailureKind, InvalidOutput, classify
 from tierwise.routing.answers import (
     SchemaViolation,
     accept,
@@ -42,14 +50,6 @@ from tierwise.routing.answers import (
     content_text,
     parse_raw,
 )
-from tierwise.routing.budget import BudgetExceeded, BudgetGuard
-from tierwise.routing.catalog import Complexity, ModelSpec, Provider, TaskType, Tier
-from tierwise.routing.errors import Failure, FailureKind, InvalidOutput, classify
-from tierwise.routing.evidence import Measured
-from tierwise.routing.ledger import Ledger, LedgerRow, shared_ledger
-from tierwise.routing.limits import Denied, HealthBoard, LimitName, RateLimiter
-from tierwise.routing.policy import Policy, PolicyMode
-from tierwise.routing.providers import ProviderFactory, probe
 from tierwise.routing.results import (
     Attempt,
     NoModelAvailable,
@@ -292,7 +292,7 @@ class ModelRouter:
                 where the policy's run / day / provider cost caps and free models'
                 daily quotas are read from. ``"default"``: the process's shared ledger
                 at ``$TIERWISE_LEDGER`` or the user data dir (see
-                :func:`~tierwise.routing.ledger.shared_ledger`); ``None``: no record,
+                :func:`~tierwise.ledger.store.shared_ledger`); ``None``: no record,
                 only per-call caps.
             demotion: with a ledger, how its rolling record of each (operation, model)
                 moves failing or slow models below their same-tier peers (see
@@ -302,7 +302,7 @@ class ModelRouter:
                 in between read no SQLite).
             evidence_min_n: with a ledger, the selector orders models within a tier by
                 their measured quality (evals, judges, escalations; see
-                :mod:`~tierwise.routing.evidence`) in place of the catalog's rubric once
+                :mod:`~tierwise.ledger.evidence`) in place of the catalog's rubric once
                 a model has this many verdicts on the operation; read with the standings.
                 ``None``: rubric and catalog order only.
         """

@@ -13,7 +13,7 @@ never changes because of it. Standings are coarse (a level and a short note, onl
 demoted models), so snapshots stay equal — and the memo keeps hitting — while nothing
 material changes.
 
-Measured quality: a snapshot may also carry :class:`~tierwise.routing.evidence.Measured`
+Measured quality: a snapshot may also carry :class:`~tierwise.ledger.evidence.Measured`
 quality per (operation, model) — the mean verdict of evals, judges and escalations, with
 a 95 % interval, once there are enough of them. It takes the place of the catalog's
 static rubric score (read as a share: 8/10 = 0.8): within a tier, a model moves above an
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Protocol
 
-from tierwise.routing.catalog import Catalog, Complexity, ModelSpec, Provider, TaskType, Tier
-from tierwise.routing.evidence import Measured
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.ledger.evidence import Measured
 
 __all__ = [
     "FAILING",
@@ -76,7 +76,7 @@ class Standing:
 
 
 class Evidence(Protocol):
-    """A model's recent record on one operation (:class:`tierwise.routing.ledger.Performance`)."""
+    """A model's recent record on one operation (:class:`tierwise.ledger.store.Performance`)."""
 
     @property
     def success_rate(self) -> float | None:
@@ -96,7 +96,7 @@ class Evidence(Protocol):
 
 
 class RecordSource(Protocol):
-    """The record :meth:`DemotionRule.read` reads: a :class:`tierwise.routing.ledger.Ledger`."""
+    """The record :meth:`DemotionRule.read` reads: a :class:`tierwise.ledger.store.Ledger`."""
 
     def performance(
         self,
@@ -159,7 +159,7 @@ class DemotionRule:
         """The demoted models per operation, judged from ``record`` (pure).
 
         ``record`` maps (operation value, model key) to that model's window, as
-        :meth:`tierwise.routing.ledger.Ledger.performance` returns it. Only tiers with at
+        :meth:`tierwise.ledger.store.Ledger.performance` returns it. Only tiers with at
         least two models in an operation's chain are judged: a lone model has no peer
         to move below.
         """
@@ -302,8 +302,8 @@ class Selector:
     """Orders an operation's catalog chain under a policy.
 
     Example:
-        >>> from tierwise.routing.catalog import load_default_catalog
-        >>> from tierwise.routing.policy import Policy
+        >>> from tierwise.catalog.specs import load_default_catalog
+        >>> from tierwise.catalog.policy import Policy
         >>> catalog = load_default_catalog()
         >>> selector = Selector(catalog)
         >>> chain = selector.candidates(

@@ -6,11 +6,11 @@ that. Two decisions depend on the request itself and are made here, after select
 by moving one candidate to the front; neither ever adds a model the policy does not
 allow, and the rest of the chain stays behind it as fallbacks:
 
-* **A/B tests** (:class:`~tierwise.routing.policy.ABTest`): the thread (else run, else
+* **A/B tests** (:class:`~tierwise.catalog.policy.ABTest`): the thread (else run, else
   call) is hashed with the test's name into [0, 1); below ``share_b`` is arm b. A
   stable hash (BLAKE2), so the same thread gets the same arm in every process. A call
   keeps its arm even when the arm's model is not a candidate now (intention to treat).
-* **mode ``learned``**: the trained :class:`~tierwise.routing.learned.LearnedRouter`
+* **mode ``learned``**: the trained :class:`~tierwise.learning.learned_router.LearnedRouter`
   predicts each candidate's chance of a good answer for this prompt and the one with
   the best chance minus ``λ`` x its expected cost leads. ``λ`` comes from the policy
   (``cost_weight``), or is calibrated so the most expensive candidate gets
@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Final
 import platformdirs
 from langchain_core.messages import BaseMessage, SystemMessage
 
-from tierwise.routing.catalog import ModelSpec, TaskType
-from tierwise.routing.ledger import DAY
-from tierwise.routing.policy import ABTest, Policy, PolicyMode
+from tierwise.catalog.policy import ABTest, Policy, PolicyMode
+from tierwise.catalog.specs import ModelSpec, TaskType
+from tierwise.ledger.store import DAY
 
 if TYPE_CHECKING:
-    from tierwise.routing.learned import LearnedRouter
-    from tierwise.routing.ledger import Ledger
+    from tierwise.learning.learned_router import LearnedRouter
+    from tierwise.ledger.store import Ledger
 
 __all__ = [
     "ROUTER_ENV",
@@ -79,7 +79,7 @@ def arm_of(test: ABTest, key: str) -> str:
     """``"a"`` or ``"b"`` for the thread / run / call ``key``; the same key, the same arm.
 
     Example:
-        >>> from tierwise.routing.policy import ABTest
+        >>> from tierwise.catalog.policy import ABTest
         >>> test = ABTest(name="t", a="x", b="y", share_b=0.5)
         >>> sorted({arm_of(test, f"thread-{i}") for i in range(20)})
         ['a', 'b']
@@ -208,7 +208,7 @@ class Steering:
             cached = self._routers.get(path)
             if cached is not None and cached[0] == mtime:
                 return cached[1]
-        from tierwise.routing.learned import LearnedRouter
+        from tierwise.learning.learned_router import LearnedRouter
 
         try:
             router = LearnedRouter.load(path)

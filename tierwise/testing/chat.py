@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 
 __all__ = [
     "Answer",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.chat import Answer, ChatRequest
 from tierwise.testing.http import (
     DropConnection,

@@ -11,7 +11,7 @@ Fixtures:
         test's tmp dir (not autouse: request it where it matters).
     simulator_server: the session's running :class:`Simulator`, never reset.
     simulator: the session's simulator, reset for this test, with ``isolated_env``.
-    sim_settings: tierwise :class:`~tierwise.config.Settings` pointing at ``simulator``.
+    sim_settings: tierwise :class:`~tierwise.catalog.settings.Settings` pointing at ``simulator``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.config import Settings
+from tierwise.catalog.settings import Settings
 from tierwise.testing.env import NO_PROXY, variables_to_clear
 from tierwise.testing.simulator import Simulator
 
@@ -37,7 +37,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """
     import os
 
-    from tierwise.routing.ledger import LEDGER_ENV
+    from tierwise.ledger.store import LEDGER_ENV
 
     for name in variables_to_clear(os.environ):
         monkeypatch.delenv(name, raising=False)

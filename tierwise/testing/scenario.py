@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.script import Behaviour, Fault, FaultKind, Reply
 
 if TYPE_CHECKING:

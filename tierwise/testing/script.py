@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.chat import Answer, ChatRequest, ToolCall, estimate_tokens
 from tierwise.testing.schema import minimal_instance, violating_instance
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tierwise.config import (
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import (
     CREDENTIAL_ENV,
     CREDENTIAL_FIELD,
     Credentials,
     ProviderConfig,
     Settings,
 )
-from tierwise.routing.catalog import Catalog, ModelSpec, Provider, load_default_catalog
-from tierwise.routing.policy import Policy
+from tierwise.catalog.specs import Catalog, ModelSpec, Provider, load_default_catalog
 from tierwise.testing.chat import ChatRequest
 from tierwise.testing.engine import Engine, RecordedRequest
 from tierwise.testing.env import NO_PROXY
@@ -56,7 +56,7 @@ class Simulator:
     """A local stand-in for every hosted provider (and Ollama), scriptable per model.
 
     Example:
-        >>> from tierwise.routing.catalog import Provider
+        >>> from tierwise.catalog.specs import Provider
         >>> from tierwise.testing import Fault, Reply, Simulator
         >>> with Simulator() as sim:
         ...     _ = sim.script("gemini-2.5-flash", Fault.rate_limited(2), Reply.text("hi"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.protocols.base import Frames, Route, WireProtocol
 from tierwise.testing.protocols.gemini_api import GeminiAPI
 from tierwise.testing.protocols.ollama_api import OllamaAPI, tags_body

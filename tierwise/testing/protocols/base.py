@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.chat import Answer, ChatRequest
 
 __all__ = ["Frames", "Route", "WireProtocol", "dumps", "loads", "split_text", "sse", "text_of"]

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tierwise.routing.catalog import Provider
+from tierwise.catalog.specs import Provider
 from tierwise.testing.chat import Answer, ChatRequest, Message, Tool, ToolCall
 from tierwise.testing.protocols.base import (
     CREATED,

@@ -1,7 +1,7 @@
 """The ledger: one SQLite row per model attempt, and the spend, quota and health read from it.
 
 Every attempt the router makes — answered, failed, or refused before it was sent — becomes
-one :class:`LedgerRow`. Budgets (:mod:`tierwise.routing.budget`) read today's spend and a
+one :class:`LedgerRow`. Budgets (:mod:`tierwise.guards.budget`) read today's spend and a
 free model's requests today from here, so caps and daily quotas hold across processes and
 restarts; ``tierwise stats`` / ``report`` and the selector's health ordering read the same
 rows.
@@ -76,10 +76,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: no journal (see the module doc)
     _fcntl = None  # type: ignore[assignment]
 
-from tierwise.routing.evidence import EvidenceStore
+from tierwise.ledger.evidence import EvidenceStore
 
 if TYPE_CHECKING:  # kept out of the import: `tierwise stats` reads the ledger without LangChain
-    from tierwise.routing.policy import Policy
+    from tierwise.catalog.policy import Policy
     from tierwise.routing.results import Attempt
 
 __all__ = [
@@ -202,9 +202,9 @@ class LedgerRow:
         detail: Failure message, already scrubbed of secrets by the router.
         call_id: The routed call the attempt belongs to: every attempt of one call
             (fallbacks, repairs, an ensemble's members) carries the same id. Quality
-            evidence about the answer (:mod:`tierwise.routing.evidence`) names it too.
+            evidence about the answer (:mod:`tierwise.ledger.evidence`) names it too.
         arm: ``"<test>:<arm>"`` when the call was part of an A/B test
-            (:class:`~tierwise.routing.policy.ABTest`), else ``None``.
+            (:class:`~tierwise.catalog.policy.ABTest`), else ``None``.
     """
 
     time: float
@@ -624,7 +624,7 @@ class Ledger:
 
     Example:
         >>> import tempfile, pathlib
-        >>> from tierwise.routing.catalog import Provider, Tier
+        >>> from tierwise.catalog.specs import Provider, Tier
         >>> from tierwise.routing.results import Attempt
         >>> attempt = Attempt("gpt-4o", Provider.OPENAI, Tier.PAID, None, 1.2, cost=0.01)
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -698,7 +698,7 @@ class Ledger:
 
     @property
     def evidence(self) -> EvidenceStore:
-        """Quality evidence kept in the same file (:mod:`tierwise.routing.evidence`)."""
+        """Quality evidence kept in the same file (:mod:`tierwise.ledger.evidence`)."""
         if self._evidence is None:
             self._evidence = EvidenceStore(self.path, busy_timeout=self.busy_timeout)
         return self._evidence

@@ -1,7 +1,7 @@
 """What every ``tierwise`` command shares: options, scrubbed output, settings, the ledger.
 
-Kept apart from :mod:`tierwise.cli` so that command modules (``cli_eval``, ``cli_router``,
-``cli_insights``) can import it whatever the import order — ``tierwise.cli`` imports
+Kept apart from :mod:`tierwise.cli.app` so that command modules (``cli_eval``, ``cli_router``,
+``cli_insights``) can import it whatever the import order — ``tierwise.cli.app`` imports
 them to register their commands.
 """
 
@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.config import ConfigError, Settings, load_settings
-from tierwise.routing.catalog import Complexity, TaskType, Tier
-from tierwise.routing.policy import Policy, PolicyMode
+from tierwise.catalog.policy import Policy, PolicyMode
+from tierwise.catalog.settings import ConfigError, Settings, load_settings
+from tierwise.catalog.specs import Complexity, TaskType, Tier
 
 if TYPE_CHECKING:
-    from tierwise.routing.ledger import Ledger
+    from tierwise.ledger.store import Ledger
 
 ConfigOption = Annotated[
     Path | None,
@@ -115,7 +115,7 @@ def _policy(settings: Settings, mode: PolicyMode | None, max_tier: Tier | None) 
 
 
 def _open_ledger(path: Path | None) -> Ledger:
-    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
 
     target = path or default_ledger_path()
     if not target.is_file():

@@ -13,7 +13,7 @@ dependency), exact enough for decisions and checked against closed forms in the 
 * **sample size** for 80 % power at α = 0.05 (two-sided), by the usual normal-approximation
   formulas (Fleiss without continuity correction for proportions) — the estimate a
   power calculator gives, good enough to say "about 170 more calls per arm";
-* **Wilson intervals** are :func:`tierwise.routing.evidence.interval`, re-exported.
+* **Wilson intervals** are :func:`tierwise.ledger.evidence.interval`, re-exported.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final
 
-from tierwise.routing.evidence import interval
+from tierwise.ledger.evidence import interval
 
 __all__ = [
     "TestResult",

@@ -15,7 +15,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tierwise.routing.catalog import Complexity, Provider, TaskType, Tier
+from tierwise.catalog.specs import Complexity, Provider, TaskType, Tier
 
 __all__ = ["ABTest", "EnsembleSpec", "OperationOverride", "Policy", "PolicyMode", "tier_order"]
 
@@ -27,7 +27,7 @@ class PolicyMode(StrEnum):
     FREE_FIRST = "free_first"
     BALANCED = "balanced"
     QUALITY_FIRST = "quality_first"
-    #: The learned router (:mod:`tierwise.routing.learned`) picks the primary model per
+    #: The learned router (:mod:`tierwise.learning.learned_router`) picks the primary model per
     #: prompt among the candidates ``balanced`` allows; the rest stay as fallbacks.
     LEARNED = "learned"
 
@@ -128,7 +128,7 @@ class Policy(_Frozen):
     """What the router may use for a call.
 
     Example:
-        >>> from tierwise.routing.policy import Policy
+        >>> from tierwise.catalog.policy import Policy
         >>> Policy(mode="balanced").max_tier
         <Tier.PAID: 'paid'>
         >>> Policy().max_tier  # free_first never pays unless told to

@@ -1,10 +1,10 @@
 """The ``tierwise ab report`` and ``tierwise recommend`` commands: what the record says.
 
 Both read the ledger and its quality evidence and compute with
-:mod:`tierwise.learning.ab` / :mod:`tierwise.learning.recommend`; nothing here decides
-anything. ``tierwise.cli`` registers them (``app.add_typer(ab_app, name="ab")`` and
+:mod:`tierwise.insights.ab` / :mod:`tierwise.insights.recommend`; nothing here decides
+anything. ``tierwise.cli.app`` registers them (``app.add_typer(ab_app, name="ab")`` and
 ``app.command("recommend")(recommend_command)``). The shared options, the
-scrubbed output and the ledger/settings helpers come from :mod:`tierwise.cli_common`,
+scrubbed output and the ledger/settings helpers come from :mod:`tierwise.cli.common`,
 which imports nothing of the commands, so any import order works.
 """
 
@@ -16,7 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.cli_common import (
+from tierwise.catalog.specs import TaskType
+from tierwise.cli.common import (
     ConfigOption,
     JsonOption,
     LedgerOption,
@@ -25,7 +26,6 @@ from tierwise.cli_common import (
     _since,
     out,
 )
-from tierwise.routing.catalog import TaskType
 
 __all__ = ["ab_app", "recommend_command"]
 
@@ -57,7 +57,7 @@ def ab_report_command(
     as_json: JsonOption = False,
 ) -> None:
     """Compare the arms: success, quality, cost, latency, with p-values and a verdict."""
-    from tierwise.learning.ab import ab_reports
+    from tierwise.insights.ab import ab_reports
 
     start = _since(since)
     with _settings(config) as settings:  # the configured tests name each arm's model
@@ -102,7 +102,7 @@ def ab_report_command(
 
 
 def _arm_cells(metric: str, a: object, b: object) -> tuple[str, str]:
-    from tierwise.learning.ab import ArmStats
+    from tierwise.insights.ab import ArmStats
 
     def cell(arm: object) -> str:
         assert isinstance(arm, ArmStats)
@@ -156,7 +156,7 @@ def recommend_command(
     as_json: JsonOption = False,
 ) -> None:
     """Which model should lead each operation's tiers, from the ledger and quality evidence."""
-    from tierwise.learning.recommend import RULE, recommend, toml_snippet
+    from tierwise.insights.recommend import RULE, recommend, toml_snippet
 
     if min_n < 1:
         out.fail(f"invalid --min-n {min_n}", "use a number of calls of at least 1, e.g. 20")

@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from tierwise.routing.catalog import Tier
-from tierwise.routing.ledger import OK, LedgerRow, percentile
+from tierwise.catalog.specs import Tier
+from tierwise.ledger.store import OK, LedgerRow, percentile
 
 __all__ = ["bucket_seconds", "render_report"]
 

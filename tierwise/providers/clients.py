@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tierwise.config import CREDENTIAL_ENV, Settings
-from tierwise.routing.catalog import ModelSpec, Provider
+from tierwise.catalog.settings import CREDENTIAL_ENV, Settings
+from tierwise.catalog.specs import ModelSpec, Provider
 from tierwise.routing.selector import Snapshot
 
 if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never need it
@@ -81,7 +81,7 @@ class ProviderFactory:
         settings = self.settings
         provider = spec.provider
         if provider is Provider.EMBEDDED:
-            from tierwise.routing.embedded import EmbeddedChatModel
+            from tierwise.providers.embedded import EmbeddedChatModel
 
             return EmbeddedChatModel()
         base_url = settings.base_url(provider)

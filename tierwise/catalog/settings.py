@@ -22,8 +22,8 @@ import platformdirs
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tierwise.routing.catalog import Catalog, Provider, default_catalog_data
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, Provider, default_catalog_data
 
 __all__ = [
     "CREDENTIAL_FIELD",

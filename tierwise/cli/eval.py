@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from tierwise.cli_common import (
+from tierwise.catalog.specs import TaskType
+from tierwise.cli.common import (
     ConfigOption,
     JsonOption,
     LedgerOption,
@@ -27,7 +28,6 @@ from tierwise.cli_common import (
     _settings,
     out,
 )
-from tierwise.routing.catalog import TaskType
 
 if TYPE_CHECKING:  # imported when the command runs: `tierwise --help` stays fast
     from tierwise.evaluation.datasets import EvalSet
@@ -158,7 +158,7 @@ def eval_command(
 ) -> None:
     """Score models on a gold-labelled data set and record the results as quality evidence."""
     from tierwise.evaluation.harness import evaluate
-    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
     from tierwise.routing.router import ModelRouter
 
     sample = _data(data, operation, limit, labels, seed)

@@ -2,11 +2,11 @@
 
 The router asks before every call, from a cost estimate, and skips a candidate that would
 cross a cap (the next, cheaper allowed one runs). Spend and request counts come from the
-:class:`~tierwise.routing.ledger.Ledger`, so the caps hold across every process sharing
+:class:`~tierwise.ledger.store.Ledger`, so the caps hold across every process sharing
 the ledger file and across restarts; the ledger counts this process's own attempts the
 moment they are recorded, so the estimate is replaced by the real cost after each call.
 
-Caps (from :class:`~tierwise.routing.policy.Policy`; USD):
+Caps (from :class:`~tierwise.catalog.policy.Policy`; USD):
 
 ============================  =========================================================
 ``per_call``                  ``max_cost_per_call``: the estimate alone
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Final
 
-from tierwise.routing.catalog import ModelSpec
-from tierwise.routing.errors import FailureKind
-from tierwise.routing.ledger import DAY, Ledger, day_start
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import ModelSpec
+from tierwise.ledger.store import DAY, Ledger, day_start
+from tierwise.providers.failures import FailureKind
 
 __all__ = ["BudgetExceeded", "BudgetGuard", "CapStatus", "Reservation"]
 
@@ -55,7 +55,7 @@ class BudgetExceeded(Exception):
 
     The router gets it *returned* by :class:`BudgetGuard` for each refused candidate (and
     records a not-sent attempt); it raises one when no candidate is allowed. Its
-    ``failure_kind`` makes :func:`~tierwise.routing.errors.classify` map it to
+    ``failure_kind`` makes :func:`~tierwise.providers.failures.classify` map it to
     ``budget_exceeded``.
 
     Attributes:
@@ -213,8 +213,8 @@ class BudgetGuard:
         clock: Unix time, for the UTC day boundary (tests pass a fake clock).
 
     Example:
-        >>> from tierwise.routing.catalog import load_default_catalog
-        >>> from tierwise.routing.policy import Policy
+        >>> from tierwise.catalog.specs import load_default_catalog
+        >>> from tierwise.catalog.policy import Policy
         >>> spec = next(s for s in load_default_catalog().models.values() if s.tier == "paid")
         >>> refusal = BudgetGuard(None).check(
         ...     spec, 0.05, Policy(mode="balanced", max_cost_per_call=0.01), run_id=None)

@@ -17,7 +17,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.cli_common import (
+from tierwise.catalog.policy import PolicyMode
+from tierwise.catalog.specs import Complexity, ModelSpec, TaskType, Tier
+from tierwise.cli.common import (
     ComplexityOption,
     ConfigOption,
     JsonOption,
@@ -32,9 +34,7 @@ from tierwise.cli_common import (
     _since,
     out,
 )
-from tierwise.routing.catalog import Complexity, ModelSpec, TaskType, Tier
-from tierwise.routing.policy import PolicyMode
-from tierwise.routing.providers import probe
+from tierwise.providers.clients import probe
 from tierwise.routing.selector import Selector
 
 if TYPE_CHECKING:
@@ -249,8 +249,8 @@ def ask(
 
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
-    from tierwise.routing.budget import BudgetExceeded
-    from tierwise.routing.ledger import Ledger, default_ledger_path
+    from tierwise.guards.budget import BudgetExceeded
+    from tierwise.ledger.store import Ledger, default_ledger_path
 
     with _settings(config) as settings, (
         Ledger(ledger_path or default_ledger_path()) if record else nullcontext()
@@ -333,7 +333,7 @@ def run(
     """Run a graph on an instruction, showing each node live; resumable with --thread."""
     import asyncio
 
-    from tierwise.cli_run import RunFailed, RunRequest, execute, resume_hint
+    from tierwise.cli.run import RunFailed, RunRequest, execute, resume_hint
 
     try:
         request = RunRequest.parse(
@@ -347,7 +347,7 @@ def run(
     except ValueError:
         out.fail(f"unknown policy {policy_mode!r}",
                  "use --policy " + ", ".join(m.value for m in PolicyMode))
-    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
 
     with _settings(config) as settings:
         policy = _policy(settings, mode, max_tier)
@@ -417,7 +417,7 @@ def report(
     ledger_path: LedgerOption = None,
 ) -> None:
     """Write a self-contained HTML page: spend, latency and fallbacks charts, per model."""
-    from tierwise.report import render_report
+    from tierwise.insights.report import render_report
 
     start = _since(since)
     ledger = _open_ledger(ledger_path)
@@ -440,7 +440,7 @@ def budget(
     as_json: JsonOption = False,
 ) -> None:
     """The configured cost caps and free models' daily quotas: limit, spent today, left."""
-    from tierwise.routing.budget import BudgetGuard
+    from tierwise.guards.budget import BudgetGuard
 
     with _settings(config) as settings:
         ledger = _open_ledger(ledger_path)
@@ -491,9 +491,9 @@ def simulate(
 
 
 # Command groups kept in their own modules (they import this module's options and output).
-from tierwise.cli_eval import eval_command  # noqa: E402
-from tierwise.cli_insights import ab_app, recommend_command  # noqa: E402
-from tierwise.cli_router import router_app  # noqa: E402
+from tierwise.cli.eval import eval_command  # noqa: E402
+from tierwise.cli.insights import ab_app, recommend_command  # noqa: E402
+from tierwise.cli.router import router_app  # noqa: E402
 
 app.command("eval")(eval_command)
 app.command("recommend")(recommend_command)

@@ -1,6 +1,6 @@
 """Quality evidence: how good answers were, from evals, judges and escalations.
 
-The ledger (:mod:`tierwise.routing.ledger`) says whether a model *answered*; this module
+The ledger (:mod:`tierwise.ledger.store`) says whether a model *answered*; this module
 keeps whether the answer was *good*. Each :class:`Outcome` scores one answer of one model
 for one operation in [0, 1] and names where the verdict came from:
 
@@ -10,7 +10,7 @@ for one operation in [0, 1] and names where the verdict came from:
 
 The selector reads the aggregate (:class:`Measured`, an interval around the mean) in
 place of the catalog's static rubric score once there is enough of it; the learned
-router (:mod:`tierwise.routing.learned`) trains on the outcomes joined with the hashed
+router (:mod:`tierwise.learning.learned_router`) trains on the outcomes joined with the hashed
 prompt features stored per call — never the prompt text, so no secret or user data a
 prompt carried lands in the file.
 

@@ -343,7 +343,7 @@ class EmbeddedChatModel(BaseChatModel):
 
     Example:
         ```python
-        from tierwise.routing.embedded import EmbeddedChatModel
+        from tierwise.providers.embedded import EmbeddedChatModel
 
         model = EmbeddedChatModel(max_tokens=32)
         reply = model.invoke("Name one colour.")

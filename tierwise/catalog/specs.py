@@ -243,7 +243,7 @@ class Catalog(_Frozen):
 
 def default_catalog_data() -> dict[str, Any]:
     """The packaged ``catalog.toml`` as plain data, for merging user overrides into."""
-    text = resources.files("tierwise.routing").joinpath("catalog.toml").read_text("utf-8")
+    text = resources.files("tierwise.catalog").joinpath("catalog.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 

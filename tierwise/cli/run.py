@@ -1,6 +1,6 @@
 """``tierwise run``: run a graph on one instruction, resumably, showing every node as it runs.
 
-The command in :mod:`tierwise.cli` parses options and opens settings and the ledger; this
+The command in :mod:`tierwise.cli.app` parses options and opens settings and the ledger; this
 module does the rest: load the user's tools, open the SQLite checkpoints, decide whether
 the thread is new, interrupted (resume it: nodes that finished are not run again) or
 complete (show its stored result), stream the graph's progress events, and render the
@@ -30,9 +30,9 @@ from rich.markup import escape
 from rich.spinner import Spinner
 from rich.table import Table
 
-from tierwise.config import Settings
-from tierwise.routing.catalog import Provider
-from tierwise.routing.policy import Policy
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Settings
+from tierwise.catalog.specs import Provider
 
 __all__ = [
     "CHECKPOINTS_ENV",
@@ -70,7 +70,7 @@ class RunFailed(Exception):
 
 
 class Printer(Protocol):
-    """What the CLI's scrubbed output offers (``tierwise.cli_common._Output``)."""
+    """What the CLI's scrubbed output offers (``tierwise.cli.common._Output``)."""
 
     console: Console
     scrub: Callable[[str], str]
@@ -543,7 +543,7 @@ def _availability_note(settings: Settings) -> str | None:
 
     Raises :class:`RunFailed` when no provider at all can answer.
     """
-    from tierwise.routing.providers import probe
+    from tierwise.providers.clients import probe
 
     statuses = probe(settings).statuses
     ready = {p for p, s in statuses.items() if s.ready}
@@ -600,8 +600,8 @@ async def _execute(
     ledger: Any,
     out: Printer,
 ) -> None:
+    from tierwise.guards.budget import BudgetExceeded
     from tierwise.nodes.context import RunContext
-    from tierwise.routing.budget import BudgetExceeded
     from tierwise.routing.results import NoModelAvailable
     from tierwise.routing.router import ModelRouter
 

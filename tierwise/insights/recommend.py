@@ -1,7 +1,7 @@
 """Chain recommendations: which model should lead each operation's tier, from the record.
 
 The catalog's chains are the tierwise team's estimates; the ledger (did the model answer,
-how fast, at what cost) and the quality evidence (:mod:`tierwise.routing.evidence`: evals,
+how fast, at what cost) and the quality evidence (:mod:`tierwise.ledger.evidence`: evals,
 judges, escalations) are what happened. For each operation and each tier of its chain,
 this module ranks the models that have enough record and, when the record says another
 model should lead, suggests the change and the ``tierwise.toml`` snippet that makes it.
@@ -34,18 +34,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from tierwise.learning.stats import (
+from tierwise.catalog.specs import Catalog, TaskType, Tier
+from tierwise.insights.statistics import (
     TestResult,
     interval,
     two_proportion_z_test,
     welch_t_test_samples,
 )
-from tierwise.routing.catalog import Catalog, TaskType, Tier
-from tierwise.routing.ledger import OK, LedgerRow, percentile
+from tierwise.ledger.store import OK, LedgerRow, percentile
 
 if TYPE_CHECKING:
-    from tierwise.routing.evidence import Outcome
-    from tierwise.routing.ledger import Ledger
+    from tierwise.ledger.evidence import Outcome
+    from tierwise.ledger.store import Ledger
 
 __all__ = [
     "MEASURED",

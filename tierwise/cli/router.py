@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tierwise.cli_common import JsonOption, LedgerOption, out
+from tierwise.cli.common import JsonOption, LedgerOption, out
 
 router_app: typer.Typer = typer.Typer(
     help="Train and score the learned router (policy mode `learned`).", no_args_is_help=True
@@ -56,10 +56,10 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train the learned router from labelled files and the ledger's outcomes."""
+    from tierwise.learning.learned_router import LearnedRouter
     from tierwise.learning.routellm import load_labelled
     from tierwise.learning.train import train_from_sources
-    from tierwise.routing.learned import LearnedRouter
-    from tierwise.routing.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
     from tierwise.routing.steering import default_router_path
 
     target = out_path or default_router_path()

@@ -1,13 +1,13 @@
 """A/B test reports: which arm's model is better, and whether the data can tell yet.
 
-An :class:`~tierwise.routing.policy.ABTest` puts arm a's or arm b's model first for each
+An :class:`~tierwise.catalog.policy.ABTest` puts arm a's or arm b's model first for each
 thread and files every attempt of the call under ``"<test>:a"`` / ``"<test>:b"`` in the
 ledger's ``arm`` column. This module reads those rows back, one *call* per ``call_id``
 (its attempts: the arm's model, then any fallbacks), and compares the arms on:
 
 * **success rate** — the arm's model answered the call itself (its own schema-repair
   retry allowed, no fallback to another model); two-proportion z-test;
-* **quality** — the mean of the quality evidence (:mod:`tierwise.routing.evidence`:
+* **quality** — the mean of the quality evidence (:mod:`tierwise.ledger.evidence`:
   evals, judges, escalations) recorded for the arm's calls, joined by ``call_id``; a call
   with several verdicts counts once, by their mean. Intention to treat: a call a
   fallback answered still counts for its arm, since that is what the arm delivered;
@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from tierwise.learning.stats import (
+from tierwise.insights.statistics import (
     TestResult,
     interval,
     mean_var,
@@ -47,11 +47,11 @@ from tierwise.learning.stats import (
     two_proportion_z_test,
     welch_t_test,
 )
-from tierwise.routing.ledger import OK, LedgerRow, percentile
+from tierwise.ledger.store import OK, LedgerRow, percentile
 
 if TYPE_CHECKING:
-    from tierwise.routing.evidence import Outcome
-    from tierwise.routing.ledger import Ledger
+    from tierwise.ledger.evidence import Outcome
+    from tierwise.ledger.store import Ledger
 
 __all__ = [
     "A_BETTER",

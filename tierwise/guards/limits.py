@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, TypeAlias
 
-from tierwise.routing.catalog import Limits
+from tierwise.catalog.specs import Limits
 from tierwise.routing.selector import Snapshot
 
 __all__ = [
@@ -542,7 +542,7 @@ class RateLimiter:
     that is worth waiting for (``max_wait``) or moves on to the next candidate.
 
     Example:
-        >>> from tierwise.routing.catalog import Limits
+        >>> from tierwise.catalog.specs import Limits
         >>> now = [0.0]
         >>> limiter = RateLimiter(clock=lambda: now[0])
         >>> limiter.configure("groq/llama", Limits(rpm=2))

@@ -1,0 +1,1 @@
+"""What exists: tiers, operations, model specs and prices, policies, settings."""

@@ -1,0 +1,1 @@
+"""The ledger read for people: statistics, A/B reports, recommendations, the HTML report."""

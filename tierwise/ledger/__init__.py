@@ -1,0 +1,1 @@
+"""What happened: every attempt, its tokens, cost and latency, and the quality evidence."""
