@@ -37,7 +37,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(
-        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir",
+        lambda *a, **k: str(tmp_path / "xdg"),
     )
     monkeypatch.chdir(tmp_path)
     return tmp_path

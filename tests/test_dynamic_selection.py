@@ -425,7 +425,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(
-        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir",
+        lambda *a, **k: str(tmp_path / "xdg"),
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-real")

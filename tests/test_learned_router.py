@@ -247,7 +247,10 @@ def test_bad_outcomes_are_errors() -> None:
 
 def test_feature_ids_are_stable_across_processes() -> None:
     text = "Natalia sold clips to 48 of her friends in April!"
-    code = f"from tierwise.learning.learned_router import feature_ids;print(feature_ids({text!r}).tolist())"
+    code = (
+        "from tierwise.learning.learned_router import feature_ids;"
+        f"print(feature_ids({text!r}).tolist())"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

@@ -43,7 +43,8 @@ def canaries(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the probe goes direct
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(
-        "tierwise.catalog.settings.platformdirs.user_config_dir", lambda *a, **k: str(tmp_path / "xdg")
+        "tierwise.catalog.settings.platformdirs.user_config_dir",
+        lambda *a, **k: str(tmp_path / "xdg"),
     )
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)  # the root logger: every library's records
