@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from tierwise.catalog.policy import ABTest, Policy
 from tierwise.catalog.specs import Catalog, default_catalog_data
 from tierwise.cli.insights import ab_app, recommend_command
-from tierwise.guards.limits import HealthBoard
+from tierwise.guards.health import HealthBoard
 from tierwise.insights.ab import (
     A_BETTER,
     B_BETTER,

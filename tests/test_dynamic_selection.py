@@ -28,7 +28,7 @@ from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import CREDENTIAL_ENV
 from tierwise.catalog.specs import Catalog, TaskType, Tier, load_default_catalog
 from tierwise.cli.app import app
-from tierwise.guards.limits import HealthBoard
+from tierwise.guards.health import HealthBoard
 from tierwise.ledger.store import OK, Ledger, LedgerRow, Performance
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter

@@ -39,8 +39,8 @@ from tierwise.providers.failures import (
     FailureKind,
     InvalidOutput,
     classify,
-    redact_secrets,
 )
+from tierwise.providers.redaction import redact_secrets
 
 K = FailureKind
 CANARY = "sk-canary-XYZ0123456789abcdefCANARY"

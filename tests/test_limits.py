@@ -10,16 +10,10 @@ import pytest
 
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Limits, load_default_catalog
-from tierwise.guards.limits import (
-    DAY,
-    Denied,
-    HealthBoard,
-    InMemoryLimitBackend,
-    LimitBackend,
-    Permit,
-    RateLimiter,
-    parse_duration,
-)
+from tierwise.guards.backend import DAY, Denied, InMemoryLimitBackend, LimitBackend, Permit
+from tierwise.guards.health import HealthBoard
+from tierwise.guards.limits import RateLimiter
+from tierwise.providers.headers import parse_duration
 from tierwise.routing.selector import Selector, Snapshot
 
 

@@ -25,7 +25,7 @@ from tierwise.catalog.policy import ABTest, Policy
 from tierwise.catalog.settings import load_settings
 from tierwise.catalog.specs import Catalog, Tier, default_catalog_data, load_default_catalog
 from tierwise.cli.insights import ab_app, recommend_command
-from tierwise.guards.limits import HealthBoard
+from tierwise.guards.health import HealthBoard
 from tierwise.insights.recommend import (
     MEASURED,
     RULE,

@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
 from tierwise.catalog.specs import Catalog, ModelSpec, Provider, TaskType
-from tierwise.guards.limits import HealthBoard, RateLimiter
+from tierwise.guards.health import HealthBoard
+from tierwise.guards.limits import RateLimiter
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
 from tierwise.routing.results import (

@@ -63,15 +63,16 @@ and ``unavailable``, the kinds where waiting can help.
 from __future__ import annotations
 
 import errno
-import math
 import re
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from tierwise.providers.error_facts import Evidence, attr, chain, gather, status_of, text_of
+from tierwise.providers.headers import RateLimitHeaders, parse_duration, read_rate_limits
+from tierwise.providers.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage
@@ -81,7 +82,6 @@ __all__ = [
     "FailureKind",
     "InvalidOutput",
     "classify",
-    "redact_secrets",
 ]
 
 
@@ -320,419 +320,8 @@ _RETRY_TEXT_RE: Final = re.compile(
     r"(?:try again|retry)\s+(?:in|after)\s+"
     r"(?:((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)(?![a-z])|(\d+(?:\.\d+)?)\s*sec(?:ond)?s?\b)"
 )
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
-_UNIT_SECONDS: Final = {
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ns": 1e-9,
-}
 
-# --------------------------------------------------------------------------- redaction
-
-_REDACTED: Final = "[REDACTED]"
-# (cheap lower-case substrings that must occur, pattern, replacement): the substring test
-# runs at C speed and skips almost every pattern for almost every message.
-_SECRET_RULES: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]] = (
-    (("bearer",), re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+"), f"Bearer {_REDACTED}"),
-    (("sk-", "pk-", "rk-"), re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{6,}"), _REDACTED),
-    (("gsk_",), re.compile(r"\bgsk_[A-Za-z0-9]{6,}"), _REDACTED),
-    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), _REDACTED),
-    (("hf_",), re.compile(r"\bhf_[A-Za-z0-9]{6,}"), _REDACTED),
-    (
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        re.compile(r"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{6,}"),
-        _REDACTED,
-    ),
-    (
-        ("key=", "token=", "sig=", "signature="),
-        re.compile(r"(?i)(\b(?:key|api[_-]?key|access_token|token|sig|signature)=)[^&\s'\"#]+"),
-        rf"\1{_REDACTED}",
-    ),
-    (
-        ("key", "authorization", "token", "secret", "password"),
-        re.compile(
-            r"(?i)((?:x-goog-api-key|x-api-key|api[_-]?key|authorization|access[_-]?token"
-            r"|client[_-]?secret|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"
-        ),
-        rf"\1{_REDACTED}",
-    ),
-)
-_LONG_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_\-]{32,}")
-
-
-def _redact_long_token(match: re.Match[str]) -> str:
-    """Redact a long run mixing upper, lower and digits: the shape of an unprefixed key."""
-    token = match.group(0)
-    if (
-        any(c.isupper() for c in token)
-        and any(c.islower() for c in token)
-        and any(c.isdigit() for c in token)
-    ):
-        return _REDACTED
-    return token
-
-
-def redact_secrets(text: str) -> str:
-    """Remove what looks like a credential from ``text``.
-
-    Provider error messages quote keys ("Incorrect API key provided: sk-..."), and
-    failure messages end up in logs, the ledger and exceptions shown to users. This
-    strips API keys of the known shapes (``sk-``, ``gsk_``, ``AIza``, ``hf_``, ...),
-    ``Bearer`` tokens, ``key=`` query parameters, ``api_key: ...`` pairs and long
-    mixed-case alphanumeric runs (unprefixed keys such as Mistral's).
-
-    Example:
-        >>> redact_secrets("Incorrect API key provided: sk-abc123def456")
-        'Incorrect API key provided: [REDACTED]'
-    """
-    lower = text.lower()
-    for needles, pattern, replacement in _SECRET_RULES:
-        if any(needle in lower for needle in needles):
-            text = pattern.sub(replacement, text)
-    return _LONG_TOKEN_RE.sub(_redact_long_token, text)
-
-
-# --------------------------------------------------------------------------- safe access
-
-_MAX_CHAIN: Final = 8
-_TEXT_CAP: Final = 4000
 _MESSAGE_CAP: Final = 300
-_MAX_HEADERS: Final = 200
-_SENSITIVE_HEADERS: Final = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "openai-organization",
-        "openai-project",
-        "x-goog-user-project",
-        "www-authenticate",
-        "proxy-authenticate",
-    }
-)
-_SENSITIVE_PARTS: Final = ("auth", "secret", "cookie", "key", "token", "session", "password")
-
-
-def _attr(obj: object, name: str) -> Any:
-    """``getattr`` that never raises: properties on exceptions can."""
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
-
-
-def _text(obj: object) -> str:
-    """``str`` that never raises and never returns an unbounded string."""
-    try:
-        text = obj if isinstance(obj, str) else str(obj)
-    except Exception:
-        return ""
-    return text[:_TEXT_CAP]
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what caused it, outermost first: causes before contexts; no cycles."""
-    out: list[BaseException] = []
-    seen: set[int] = set()
-    stack: list[object] = [exc]
-    while stack and len(out) < _MAX_CHAIN:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        out.append(item)
-        following: list[object] = [_attr(item, "__cause__"), _attr(item, "__context__")]
-        members = _attr(item, "exceptions") if isinstance(item, BaseExceptionGroup) else None
-        if isinstance(members, tuple):
-            following.extend(members[:4])
-        stack.extend(reversed(following))
-    return out
-
-
-def _as_status(value: object) -> int | None:
-    """An HTTP status (or Ollama's ``-1``) from an attribute, if it is one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value == -1 or 100 <= value <= 599 else None
-    if isinstance(value, str) and len(value) == 3 and value.isdigit():
-        number = int(value)
-        return number if 400 <= number <= 599 else None
-    return None
-
-
-def _status_of(exc: BaseException) -> int | None:
-    """The status an exception carries: its own attributes first, then its response's."""
-    for name in ("status_code", "code", "status"):
-        status = _as_status(_attr(exc, name))
-        if status is not None:
-            return status
-    response = _attr(exc, "response")
-    if response is not None:
-        for name in ("status_code", "status"):
-            status = _as_status(_attr(response, name))
-            if status is not None:
-                return status
-    return None
-
-
-def _header_items(raw: object) -> Iterable[tuple[object, object]]:
-    items = _attr(raw, "items")
-    if not callable(items):
-        return ()
-    try:
-        return list(items())[:_MAX_HEADERS]
-    except Exception:
-        return ()
-
-
-def _str_of(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _sensitive(name: str) -> bool:
-    if name in _SENSITIVE_HEADERS:
-        return True
-    if "ratelimit" in name or "rate-limit" in name:
-        return False
-    return any(part in name for part in _SENSITIVE_PARTS)
-
-
-def _clean_headers(raw: object) -> dict[str, str]:
-    """Lower-cased, stringly-typed headers without credentials; ``{}`` when unusable."""
-    out: dict[str, str] = {}
-    for pair in _header_items(raw):
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            continue
-        name, value = _str_of(pair[0]), _str_of(pair[1])
-        if name is None or value is None:
-            continue
-        name = name.strip().lower()
-        if name and not _sensitive(name):
-            out[name] = value[:1000]
-    return out
-
-
-def _headers_of(exc: BaseException) -> dict[str, str]:
-    response = _attr(exc, "response")
-    if response is not None:
-        headers = _clean_headers(_attr(response, "headers"))
-        if headers:
-            return headers
-    return _clean_headers(_attr(exc, "headers"))
-
-
-def _error_mapping(value: object) -> Mapping[str, Any] | None:
-    """The ``{"message", "code", "details", ...}`` part of an error body."""
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, Mapping):
-        return None
-    inner = value.get("error")
-    return inner if isinstance(inner, Mapping) else value
-
-
-def _body_headers(body: Mapping[str, Any]) -> dict[str, str]:
-    """OpenRouter puts the limiter's headers in ``error.metadata.headers``."""
-    metadata = body.get("metadata")
-    if isinstance(metadata, Mapping):
-        return _clean_headers(metadata.get("headers"))
-    return {}
-
-
-# --------------------------------------------------------------------------- retry-after
-
-
-def _seconds(value: float) -> float | None:
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def _parse_duration(text: str) -> float | None:
-    """``"2s"``, ``"1.5s"``, ``"6m0s"``, ``"20ms"``, ``"2m59.56s"`` or ``"7"`` -> seconds."""
-    text = text.strip().lower().replace(" ", "")
-    if not text:
-        return None
-    try:
-        return _seconds(float(text))
-    except ValueError:
-        pass
-    total, position = 0.0, 0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    return _seconds(total) if position == len(text) else None
-
-
-def _parse_retry_after(value: str) -> float | None:
-    """``Retry-After``: delta seconds or an HTTP date."""
-    try:
-        return _seconds(float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return _seconds(when.timestamp() - time.time())
-
-
-def _parse_reset(value: str) -> float | None:
-    """``x-ratelimit-reset*``: a duration, delta seconds, or epoch seconds / milliseconds."""
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return _parse_duration(value)
-    if number > 1e11:  # epoch milliseconds (OpenRouter)
-        return _seconds(number / 1000.0 - time.time())
-    if number > 1e9:  # epoch seconds
-        return _seconds(number - time.time())
-    return _seconds(number)
-
-
-def _exhausted(value: str | None) -> bool:
-    if value is None:
-        return False
-    try:
-        return float(value.strip()) <= 0
-    except ValueError:
-        return False
-
-
-def _retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            seconds = _seconds(float(value.strip()) / 1000.0)
-        except ValueError:
-            seconds = None
-        if seconds is not None:
-            return seconds
-    value = headers.get("retry-after")
-    if value is not None:
-        seconds = _parse_retry_after(value)
-        if seconds is not None:
-            return seconds
-    return None
-
-
-def _retry_after_from_windows(headers: Mapping[str, str]) -> float | None:
-    """The longest reset among the ``x-ratelimit-*`` windows whose remaining is 0."""
-    waits: list[float] = []
-    for suffix in ("-requests", "-tokens", ""):
-        if _exhausted(headers.get(f"x-ratelimit-remaining{suffix}")):
-            reset = headers.get(f"x-ratelimit-reset{suffix}")
-            seconds = _parse_reset(reset) if reset is not None else None
-            if seconds is not None:
-                waits.append(seconds)
-    return max(waits) if waits else None
-
-
-def _retry_after_from_text(text: str) -> float | None:
-    match = _RETRY_TEXT_RE.search(text)
-    if match is None:
-        return None
-    if match.group(1) is not None:
-        return _parse_duration(match.group(1))
-    return _seconds(float(match.group(2)))
-
-
-# --------------------------------------------------------------------------- Gemini details
-
-
-@dataclass(slots=True)
-class _Evidence:
-    """What the walk over the chain found; one instance per :func:`classify` call."""
-
-    status: int | None = None
-    declared_retry_after: float | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body_headers: dict[str, str] = field(default_factory=dict)
-    retry_delay: float | None = None
-    daily_quota: bool = False
-    texts: list[str] = field(default_factory=list)
-
-
-def _read_body(body: object, evidence: _Evidence) -> None:
-    """Gemini ``RetryInfo`` / ``QuotaFailure`` details and OpenRouter metadata headers."""
-    error = _error_mapping(body)
-    if error is None:
-        return
-    if not evidence.body_headers:
-        evidence.body_headers = _body_headers(error)
-    details = error.get("details")
-    if not isinstance(details, list):
-        return
-    for detail in details[:16]:
-        if not isinstance(detail, Mapping):
-            continue
-        kind = str(detail.get("@type", ""))
-        if kind.endswith("RetryInfo") and evidence.retry_delay is None:
-            delay = detail.get("retryDelay")
-            if isinstance(delay, str):
-                evidence.retry_delay = _parse_duration(delay)
-            elif isinstance(delay, Mapping):
-                try:
-                    evidence.retry_delay = _seconds(
-                        float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
-                    )
-                except (TypeError, ValueError):
-                    pass
-        elif kind.endswith("QuotaFailure"):
-            violations = detail.get("violations")
-            for violation in violations[:16] if isinstance(violations, list) else ():
-                if isinstance(violation, Mapping):
-                    ids = f"{violation.get('quotaId', '')} {violation.get('quotaMetric', '')}"
-                    if "perday" in ids.lower().replace("_", "").replace("-", ""):
-                        evidence.daily_quota = True
-
-
-def _add_text(evidence: _Evidence, text: str) -> None:
-    """Keep a text unless an earlier one already contains it (wrappers quote causes)."""
-    if text and not any(text in seen for seen in evidence.texts):
-        evidence.texts.append(text)
-
-
-def _gather(chain: list[BaseException]) -> _Evidence:
-    evidence = _Evidence()
-    for exc in chain:
-        _add_text(evidence, _text(exc))
-        if evidence.status is None:
-            status = _status_of(exc)
-            if status is not None and (status >= 400 or status == -1):
-                evidence.status = status
-        if not evidence.headers:
-            evidence.headers = _headers_of(exc)
-        if evidence.declared_retry_after is None:
-            declared = _attr(exc, "retry_after")
-            if isinstance(declared, int | float) and not isinstance(declared, bool):
-                evidence.declared_retry_after = _seconds(float(declared))
-        code = _attr(exc, "code")
-        if isinstance(code, str):
-            _add_text(evidence, code[:200])
-        for name in ("body", "details"):
-            body = _attr(exc, name)
-            if isinstance(body, Mapping | list):
-                _add_text(evidence, _text(body))
-                _read_body(body, evidence)
-            elif isinstance(body, str):
-                _add_text(evidence, body[:_TEXT_CAP])
-    return evidence
 
 
 # --------------------------------------------------------------------------- decision
@@ -740,7 +329,7 @@ def _gather(chain: list[BaseException]) -> _Evidence:
 
 def _own_kind(exc: BaseException) -> FailureKind | None:
     """The ``failure_kind`` an exception declares for itself (tierwise's opt-in)."""
-    declared = _attr(exc, "failure_kind")
+    declared = attr(exc, "failure_kind")
     if isinstance(declared, FailureKind):
         return declared
     if isinstance(declared, str):
@@ -754,7 +343,7 @@ def _own_kind(exc: BaseException) -> FailureKind | None:
 def _errno_kind(exc: BaseException) -> FailureKind | None:
     if not isinstance(exc, OSError):
         return None
-    number = _attr(exc, "errno")
+    number = attr(exc, "errno")
     if number == errno.ETIMEDOUT:
         return _TO
     if number in _CONNECTION_ERRNOS:
@@ -783,15 +372,15 @@ _EVIDENCE: Final = "evidence"
 _FALLBACK: Final = "fallback"
 
 
-def _decide(chain: list[BaseException]) -> tuple[FailureKind, str]:
+def _decide(exceptions: list[BaseException]) -> tuple[FailureKind, str]:
     """The kind, and where it came from: declared, evidence, or the hint/unknown fallback."""
     hint: FailureKind | None = None
-    for exc in chain:
+    for exc in exceptions:
         own = _own_kind(exc)
         if own is not None:
             return own, _DECLARED
         definitive, class_hint = _class_verdict(type(exc))
-        if definitive is _CO and _status_of(exc) == 429:
+        if definitive is _CO and status_of(exc) == 429:
             # langchain-google-genai files any message mentioning a "token limit" as a
             # context overflow, a per-minute token quota included; the 429 is the truth.
             return _RL, _EVIDENCE
@@ -800,7 +389,7 @@ def _decide(chain: list[BaseException]) -> tuple[FailureKind, str]:
         by_errno = _errno_kind(exc)
         if by_errno is not None:
             return by_errno, _EVIDENCE
-        status = _status_of(exc)
+        status = status_of(exc)
         if status is not None and (status >= 400 or status == -1):
             return _status_kind(status), _EVIDENCE
         if hint is None:
@@ -813,16 +402,16 @@ def _one_line(text: str) -> str:
 
 
 def _message(
-    exc: BaseException, chain: list[BaseException], redact: Callable[[str], str] | None
+    exc: BaseException, exceptions: list[BaseException], redact: Callable[[str], str] | None
 ) -> str:
     """A short, single-line, redacted description: ``ClassName: text``."""
-    text = _text(exc)
+    text = text_of(exc)
     if not text.strip():
-        text = next((t for t in map(_text, chain[1:]) if t.strip()), "")
+        text = next((t for t in map(text_of, exceptions[1:]) if t.strip()), "")
     text = _one_line(text)
     if redact is not None:
         try:
-            text = _text(redact(text))
+            text = text_of(redact(text))
         except Exception:
             text = "(message withheld: the redact callback failed)"
     text = redact_secrets(_one_line(text))
@@ -837,7 +426,7 @@ def _has(text: str, needles: tuple[str, ...]) -> bool:
     return any(needle in text for needle in needles)
 
 
-def _is_daily(evidence: _Evidence, text: str) -> bool:
+def _is_daily(evidence: Evidence, text: str) -> bool:
     if evidence.daily_quota:
         return True
     if not _has(text, _DAILY_NEEDLES):
@@ -855,7 +444,7 @@ def _says_bad_key(text: str) -> bool:
     return _has(text, _AUTH_NEEDLES) and _AUTH_TEXT_RE.search(text) is not None
 
 
-def _refine(kind: FailureKind, source: str, evidence: _Evidence, text: str) -> FailureKind:
+def _refine(kind: FailureKind, source: str, evidence: Evidence, text: str) -> FailureKind:
     """Sharpen a kind with what the message and body say; a declared kind stays as is."""
     if source == _DECLARED:
         return kind
@@ -881,12 +470,21 @@ def _refine(kind: FailureKind, source: str, evidence: _Evidence, text: str) -> F
 _WAITABLE: Final = frozenset({_RL, FailureKind.QUOTA_EXHAUSTED, _UN})
 
 
-def _retry_after(evidence: _Evidence, headers: Mapping[str, str], text: str) -> float | None:
+def _retry_after_from_text(text: str) -> float | None:
+    match = _RETRY_TEXT_RE.search(text)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return parse_duration(match.group(1))
+    return float(match.group(2))
+
+
+def _retry_after(evidence: Evidence, limits: RateLimitHeaders, text: str) -> float | None:
     for candidate in (
         evidence.declared_retry_after,
-        _retry_after_from_headers(headers),
+        limits.retry_after,
         evidence.retry_delay,
-        _retry_after_from_windows(headers),
+        limits.exhausted_wait,
     ):
         if candidate is not None:
             return candidate
@@ -919,12 +517,12 @@ def classify(exc: BaseException, *, redact: Callable[[str], str] | None = None) 
         'unavailable'
     """
     try:
-        chain = _chain(exc)
-        if not chain:
-            return Failure(_UN, message=_one_line(_text(type(exc).__name__))[:_MESSAGE_CAP])
-        evidence = _gather(chain)
+        exceptions = chain(exc)
+        if not exceptions:
+            return Failure(_UN, message=_one_line(text_of(type(exc).__name__))[:_MESSAGE_CAP])
+        evidence = gather(exceptions)
         text = "\n".join(evidence.texts).lower()
-        kind, source = _decide(chain)
+        kind, source = _decide(exceptions)
         kind = _refine(kind, source, evidence, text)
         headers = {**evidence.body_headers, **evidence.headers}
         capability = kind is _BR and (
@@ -932,10 +530,14 @@ def classify(exc: BaseException, *, redact: Callable[[str], str] | None = None) 
         )
         return Failure(
             kind=kind,
-            retry_after=_retry_after(evidence, headers, text) if kind in _WAITABLE else None,
+            retry_after=(
+                _retry_after(evidence, read_rate_limits(headers), text)
+                if kind in _WAITABLE
+                else None
+            ),
             status=evidence.status if evidence.status != -1 else None,
             headers=MappingProxyType(headers),
-            message=_message(chain[0], chain, redact),
+            message=_message(exceptions[0], exceptions, redact),
             capability_mismatch=capability,
         )
     except Exception:  # never let classification turn one failure into another

@@ -37,8 +37,10 @@ from pydantic import BaseModel
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.guards.backend import Denied, LimitName
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
-from tierwise.guards.limits import Denied, HealthBoard, LimitName, RateLimiter
+from tierwise.guards.health import HealthBoard
+from tierwise.guards.limits import RateLimiter
 from tierwise.ledger.evidence import Measured
 from tierwise.ledger.store import Ledger, LedgerRow, shared_ledger
 from tierwise.providers.clients import ProviderFactory, probe
