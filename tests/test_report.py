@@ -1,5 +1,10 @@
 """`tierwise report`: a self-contained HTML page whose charts are the ledger's numbers.
 
+The last tests open the page of a busier ledger in real headless Chromium (Debian's
+``chromium``, driven by Playwright's Python package; ``.ci/run`` installs both) and check
+what a reader sees: no console error, every chart drawn with a non-empty box, every
+table's numbers equal to the ledger's; the screenshot is kept in the test's tmp folder.
+
 The ledger is filled by a real :class:`ModelRouter` against the provider simulator, with
 scripted failures (a 502 whose message carries ``<script>``, a 429, a 503 on the paid
 model) so the page has fallbacks, locally refused candidates, an escalation and spend;
@@ -11,13 +16,17 @@ compared with the rows read back from the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -25,11 +34,13 @@ from typer.testing import CliRunner, Result
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.cli.app import app
+from tierwise.insights.failures import outcome_label
 from tierwise.insights.report import bucket_seconds, render_report
 from tierwise.ledger.store import Ledger, LedgerRow, percentile
+from tierwise.routing.results import NoModelAvailable
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Snapshot
-from tierwise.testing import Fault, Simulator
+from tierwise.testing import Fault, Reply, Simulator
 
 EVIL = "rep-free<script>alert('model')</script>"
 DETAIL = "<script>alert(document.cookie)</script>"
@@ -300,3 +311,227 @@ def test_render_report_alone_handles_rows_the_catalog_does_not_know() -> None:
     (bar,) = [b for b in found["chart-spend"].iter("rect") if "data-cost" in b.attrib]
     assert (bar.attrib["data-tier"], float(bar.attrib["data-cost"])) == ("premium", 0.5)
     assert "m&quot;odel&amp;&lt;b&gt;" in page and "2023-11-14 22:13:20 UTC" in page
+
+
+# --------------------------------------------------------------------------- in a browser
+
+BUSY_MODELS = {
+    "busy-local": {"provider": "ollama", "model": "busy-local:1b", "tier": "local"},
+    "busy-groq": {"provider": "groq", "model": "busy-groq-free", "tier": "free",
+                  "limits": {"rpm": 4}},
+    "busy-gemini": {"provider": "gemini", "model": "busy-gemini-free", "tier": "free"},
+    "busy-paid": {"provider": "openrouter", "model": "busy/paid", "tier": "paid",
+                  "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}},
+}  # fmt: skip
+BUSY_CHAIN = {"local": ["busy-local"], "free": ["busy-groq", "busy-gemini"], "paid": ["busy-paid"]}
+#: What ``.ci/run`` and the issue's recipe start Chromium with (plus a fresh profile).
+CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-quic")  # fmt: skip
+WIDTH = 1400
+
+
+def busy_ledger(sim: Simulator, path: Path) -> list[LedgerRow]:
+    """A ledger as a week of real use leaves it: faults, local limits, three tiers, days.
+
+    Real routers call the simulator: a local model that crashes twice, a free model whose
+    own RPM limit (4) refuses most calls locally with a countdown, a free model answering
+    502s with request ids and a timeout, a slow paid model with two 503s first; a call the
+    graph escalated; then the same traffic copied one and two and a half days back.
+    """
+    catalog = Catalog.from_mapping({
+        "models": {k: {"context_window": 131072, **f} for k, f in BUSY_MODELS.items()},
+        "chains": {op.value: BUSY_CHAIN for op in TaskType},
+    })  # fmt: skip
+    settings = sim.settings(dataclasses.replace(sim.settings(), catalog=catalog), timeout=0.4)
+    spec = catalog.spec
+    sim.script(spec("busy-paid"), Reply.default(), first_byte=0.15)  # newer rules win
+    sim.script(spec("busy-local"), Fault.http_error(500, "model runner crashed"), times=2)
+    sim.script(spec("busy-gemini"), *[
+        Fault.http_error(502, f"upstream req_{i:08x}9f failed after {1.5 + i / 7:.2f}s")
+        for i in range(3)
+    ])  # fmt: skip
+    sim.script(spec("busy-gemini"), Fault.timeout(1.0), times=1)
+    sim.script(spec("busy-paid"), Fault.server_error(503), times=2)
+    operations = ["rewriting", "classification", "quality_scoring"]
+    with Ledger(path) as ledger:
+
+        def router(mode: str) -> ModelRouter:
+            return ModelRouter(settings, policy=Policy(mode=mode), ledger=ledger,
+                               snapshot=Snapshot.everything(catalog))  # fmt: skip
+
+        local, free, paid = router("local_only"), router("free_first"), router("quality_first")
+        for routed, calls, min_tier in ((local, 4, None), (free, 12, None), (paid, 5, None),
+                                        (free, 2, "free")):  # fmt: skip
+            for i in range(calls):
+                with contextlib.suppress(NoModelAvailable):  # the local model crashed
+                    routed.invoke(operations[i % 3], f"Call {i}.", min_tier=min_tier)
+        assert ledger.flush()
+        recent = ledger.rows()
+        for days in (1.0, 2.5):
+            for row in recent:
+                ledger.record(dataclasses.replace(row, time=row.time - days * DAY))
+        assert ledger.flush()
+        return ledger.rows()
+
+
+def chromium() -> str:
+    """Debian's Chromium, or skip saying how to get it."""
+    for name in ("chromium", "chromium-browser"):
+        if found := shutil.which(name):
+            return found
+    pytest.skip("no chromium on PATH: `apt-get install -y chromium` (.ci/run does)")
+
+
+#: Run in the page: every chart's box, its marks and labels, and whether they fit in it.
+CHART_BOXES = """() => [...document.querySelectorAll("svg.chart")].map(svg => {
+  const box = svg.getBoundingClientRect();
+  const inside = b => b.left >= box.left - 1 && b.right <= box.right + 1
+                      && b.top >= box.top - 1 && b.bottom <= box.bottom + 1;
+  const marks = [...svg.querySelectorAll("rect[data-cost], rect[data-count], g[data-model]")]
+    .map(m => m.getBoundingClientRect());
+  const labels = [...svg.querySelectorAll("text")].map(t => t.getBoundingClientRect());
+  return {id: svg.id, width: box.width, height: box.height, marks: marks.length,
+          empty: marks.filter(b => !(b.width > 0 && b.height > 0)).length,
+          outside: [...marks, ...labels].filter(b => !inside(b)).length};
+})"""
+#: Run in the page: every table's header and cells as the reader sees them.
+TABLES = """() => [...document.querySelectorAll("table")].map(t => ({
+  head: [...t.querySelectorAll("thead th")].map(c => c.textContent.trim()),
+  rows: [...t.querySelectorAll("tbody tr")].map(
+    r => [...r.querySelectorAll("td")].map(c => c.textContent.trim())),
+}))"""
+
+
+@dataclasses.dataclass
+class Rendered:
+    """What Chromium made of the page."""
+
+    rows: list[LedgerRow]
+    problems: list[str]
+    charts: list[dict[str, Any]]
+    tables: dict[tuple[str, ...], list[list[str]]]
+    page_width: int
+    screenshot: Path
+
+
+@pytest.fixture
+def rendered(simulator: Simulator, tmp_path: Path, record_property: Any) -> Rendered:
+    """The busy ledger's report opened in headless Chromium at 1400 px, screenshot taken."""
+    browser = chromium()
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright's Python package drives Chromium: "
+        "pip install -e '.[test]'")  # fmt: skip
+    rows = busy_ledger(simulator, tmp_path / "busy.sqlite3")
+    out, screenshot = tmp_path / "report.html", tmp_path / "report.png"
+    result = invoke("report", "--out", str(out), "--ledger", str(tmp_path / "busy.sqlite3"))
+    assert result.exit_code == 0, result.output
+    problems: list[str] = []
+    with sync_api.sync_playwright() as driver:
+        context = driver.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=browser, headless=True,
+            args=list(CHROMIUM_FLAGS), viewport={"width": WIDTH, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "assert") else None)  # fmt: skip
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: problems.append(f"fetched {r.url}")
+                    if r.url != out.as_uri() else None)  # fmt: skip
+            page.goto(out.as_uri(), wait_until="load")
+            charts_drawn = page.evaluate(CHART_BOXES)
+            tables = {tuple(t["head"]): t["rows"] for t in page.evaluate(TABLES)}
+            width = page.evaluate("document.documentElement.scrollWidth")
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            context.close()
+    record_property("screenshot", str(screenshot))
+    print(f"screenshot: {screenshot}")
+    return Rendered(rows, problems, charts_drawn, tables, width, screenshot)
+
+
+def test_chromium_shows_the_page_without_errors_and_every_chart_drawn(rendered) -> None:
+    assert rendered.problems == []
+    assert rendered.screenshot.stat().st_size > 10_000
+    assert rendered.page_width <= WIDTH  # nothing wider than the window
+    rows = rendered.rows
+    size = bucket_seconds(rows[-1].time - rows[0].time)
+    marks = {
+        "chart-spend": len({(r.time - r.time % size, r.tier) for r in rows if r.cost > 0}),
+        "chart-latency": len({r.model for r in rows if r.ok}),
+        "chart-outcomes": len({(r.operation, r.model, outcome_label(r)) for r in rows}),
+    }
+    assert {c["id"]: c["marks"] for c in rendered.charts} == marks
+    for chart in rendered.charts:
+        assert chart["width"] > 100 and chart["height"] > 50, chart
+        assert chart["empty"] == 0 and chart["outside"] == 0, chart
+
+
+def test_chromium_shows_tables_whose_numbers_are_the_ledgers(rendered) -> None:
+    rows, tables = rendered.rows, rendered.tables
+    usd, ms = "${:.6f}".format, lambda s: "-" if s is None else f"{s * 1000:.0f} ms"
+    by_model = defaultdict(list)
+    for r in rows:
+        by_model[r.model].append(r)
+
+    def latencies(group: list[LedgerRow]) -> list[float]:
+        return sorted(r.latency for r in group if r.ok)
+
+    summary = tables[("model", "provider", "tier", "attempts", "calls sent", "success",
+                      "spend", "tokens in / out", "p50 / p95 latency")]  # fmt: skip
+    assert summary == [[
+        model, g[-1].provider, g[-1].tier, str(len(g)), str(sum(r.sent for r in g)),
+        f"{len(latencies(g)) / sum(r.sent for r in g):.0%}", usd(math.fsum(r.cost for r in g)),
+        f"{sum(r.input_tokens for r in g)} / {sum(r.output_tokens for r in g)}",
+        f"{ms(percentile(latencies(g), 0.5))} / {ms(percentile(latencies(g), 0.95))}",
+    ] for model, g in sorted(by_model.items())]  # fmt: skip
+
+    size = bucket_seconds(rows[-1].time - rows[0].time)
+    spend: defaultdict[tuple[float, str], float] = defaultdict(float)
+    for r in rows:
+        if r.cost > 0:
+            spend[(r.time - r.time % size, r.tier)] += r.cost
+    label = "%m-%d %H:%M" if size < DAY else "%Y-%m-%d"
+    assert sorted(tables[("bucket start (UTC)", "tier", "spend")]) == sorted(
+        [datetime.fromtimestamp(t, UTC).strftime(label), tier, usd(c)]
+        for (t, tier), c in spend.items()
+    )  # fmt: skip
+    assert {tier for _, tier in spend} == {"paid"}  # free and local tiers never spend
+
+    assert tables[("model", "calls", "min", "p50", "p95", "max")] == [
+        [m, str(len(v)), ms(v[0]), ms(percentile(v, 0.5)), ms(percentile(v, 0.95)), ms(v[-1])]
+        if (v := latencies(g)) else [m, "0", "-", "-", "-", "-"]  # it only failed
+        for m, g in sorted(by_model.items())
+    ]  # fmt: skip
+
+    outcomes = tables[("operation", "model", "outcome", "attempts")]
+    assert Counter({tuple(row[:3]): int(row[3]) for row in outcomes}) == Counter(
+        (r.operation, r.model, outcome_label(r)) for r in rows)  # fmt: skip
+
+    flow = tables[("operation", "tier", "attempts", "answered", "failed", "not sent",
+                   "escalation attempts")]  # fmt: skip
+    expected_flow = defaultdict(lambda: [0] * 5)
+    for r in rows:
+        counts = expected_flow[(r.operation, r.tier)]
+        for i, hit in enumerate((True, r.ok, r.sent and not r.ok, not r.sent, r.escalation)):
+            counts[i] += bool(hit)
+    assert {(o, t): [int(n) for n in ns] for o, t, *ns in flow} == dict(expected_flow)
+    assert sum(r.escalation for r in rows) > 0
+
+    failures = tables[("failure", "model", "tier", "attempts", "last seen", "example detail")]
+    groups = defaultdict(list)
+    for r in rows:
+        if not r.ok:
+            groups[(outcome_label(r), r.model)].append(r)
+    assert len(failures) == len(groups) == 5  # one row per kind and model, not per countdown
+    for kind, model, tier, attempts, last_seen, example in failures:
+        group = groups[(kind, model)]
+        assert (tier, int(attempts)) == (group[-1].tier, len(group))
+        assert last_seen == datetime.fromtimestamp(max(r.time for r in group), UTC).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")  # fmt: skip
+        assert any(example.startswith(r.detail) for r in group), example
+    assert [int(row[3]) for row in failures] == sorted((len(g) for g in groups.values()),
+                                                       reverse=True)  # fmt: skip
+    refused = groups[("rate_limited (not sent)", "busy-groq")]
+    assert len({r.detail for r in refused}) > 1  # the countdowns differ: one row all the same

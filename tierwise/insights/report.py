@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from tierwise.catalog.specs import Tier
+from tierwise.insights.failures import failure_groups, outcome_label
 from tierwise.ledger.store import OK, LedgerRow, percentile
 
 __all__ = ["bucket_seconds", "render_report"]
@@ -54,6 +55,7 @@ svg .axis { stroke: #8c959f; stroke-width: 1; }
 svg .grid { stroke: #d1d9e0; stroke-width: 1; }
 details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0969da; }
 .detail { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+#failures td:not(:last-child) { white-space: nowrap; }
 """
 
 
@@ -142,7 +144,8 @@ def _spend_chart(rows: Sequence[LedgerRow]) -> str:
     spend: list[dict[str, float]] = [defaultdict(float) for _ in range(count)]
     for r in rows:
         spend[int((r.time - start) // size)][r.tier] += r.cost
-    tiers = _ordered({r.tier for r in rows}, [t.value for t in Tier])
+    # the legend lists the tiers that spent: a free or local tier never draws a bar
+    tiers = _ordered({r.tier for r in rows if r.cost > 0}, [t.value for t in Tier])
     colors = {t: _TIER_COLORS.get(t, _PALETTE[i % len(_PALETTE)]) for i, t in enumerate(tiers)}
     top = max(sum(bucket.values()) for bucket in spend)
     scale = _axis_max(top)
@@ -195,7 +198,7 @@ def _latency_chart(rows: Sequence[LedgerRow]) -> str:
         model: sorted(r.latency for r in group if r.ok)
         for model, group in sorted(_group(rows, lambda r: r.model).items())
     }
-    scale = _axis_max(max((v[-1] for v in latencies.values() if v), default=0.0))
+    low, high = _decades(v for values in latencies.values() for v in values)
     plot_w = _WIDTH - _LEFT - 30
     legend, top = _legend(
         [("box: p25–p75, bar: p50, ◆: p95, whiskers: min–max", "#8c959f")], _LEFT, 16
@@ -203,7 +206,9 @@ def _latency_chart(rows: Sequence[LedgerRow]) -> str:
     parts, table = [legend], []
 
     def x(seconds: float) -> float:
-        return _LEFT + plot_w * seconds / scale
+        # a log axis: a 2 ms local model and a 2 s paid one are both readable
+        position = (math.log10(max(seconds, 10.0**low)) - low) / (high - low)
+        return _LEFT + plot_w * position
 
     for i, (model, values) in enumerate(latencies.items()):
         y = top + i * (_BAR + 12)
@@ -237,11 +242,11 @@ def _latency_chart(rows: Sequence[LedgerRow]) -> str:
             [_e(model), _n(len(values)), *(_n(_ms(v)) for v in (lo, q["p50"], q["p95"], hi))]
         )
     height = top + len(latencies) * (_BAR + 12) + 10
-    parts.append(_x_axis(_LEFT, plot_w, height, scale, _ms))
+    parts.insert(1, _log_grid(_LEFT, plot_w, top - 4, height, low, high))
     desc = (
-        "Box plot per model of the latency of successful calls, from 0 to "
-        f"{_ms(scale)}: whiskers span min to max, the box p25 to p75, a bar marks the "
-        "median and a diamond the 95th percentile."
+        "Box plot per model of the latency of successful calls on a logarithmic axis from "
+        f"{_seconds(10.0**low)} to {_seconds(10.0**high)}: whiskers span min to max, the box "
+        "p25 to p75, a bar marks the median and a diamond the 95th percentile."
     )
     svg = _svg("latency", "Latency per model", desc, height + 30, parts)
     head = ("model", "calls", "min", "p50", "p95", "max")
@@ -250,7 +255,7 @@ def _latency_chart(rows: Sequence[LedgerRow]) -> str:
 
 def _outcome_chart(rows: Sequence[LedgerRow]) -> str:
     """Per operation and model: a bar of attempts split by outcome; escalations; tier flow."""
-    keys = _ordered({_outcome(r) for r in rows}, [OK])
+    keys = _ordered({outcome_label(r) for r in rows}, [OK])
     failures = [k for k in keys if k != OK]
     colors = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(failures)} | {OK: _OK_COLOR}
     by_op = _group(rows, lambda r: r.operation)
@@ -271,7 +276,7 @@ def _outcome_chart(rows: Sequence[LedgerRow]) -> str:
             attempts = models[model]
             parts.append(_text(_LEFT - 8, y + _BAR * 0.7, _clip(model), "end", tip=model))
             x = float(_LEFT)
-            counts = Counter(_outcome(r) for r in attempts)
+            counts = Counter(outcome_label(r) for r in attempts)
             for key in keys:
                 if not counts[key]:
                     continue
@@ -308,19 +313,27 @@ def _outcome_chart(rows: Sequence[LedgerRow]) -> str:
 
 
 def _failures(rows: Sequence[LedgerRow]) -> str:
-    """The most frequent (model, outcome, detail) failures, details escaped."""
-    counts = Counter((r.model, _outcome(r), r.detail) for r in rows if not r.ok)
-    if not counts:
+    """Failed attempts per failure kind and model, each with one real example."""
+    groups = failure_groups(rows)
+    if not groups:
         return "<section><h2>Failures</h2>\n<p>No failed attempt in this window.</p></section>"
-    body = [
-        [_e(model), _e(kind), f'<span class="detail">{_e(detail) or "-"}</span>', _n(n)]
-        for (model, kind, detail), n in counts.most_common(_MAX_FAILURE_ROWS)
-    ]
-    more = len(counts) - len(body)
-    note = f"<p>…and {more} less frequent kinds of failure.</p>" if more > 0 else ""
+    body = []
+    for g in groups[:_MAX_FAILURE_ROWS]:
+        others, plural = g.attempts - g.example_count, "s" * (g.forms > 2)
+        note = (f" <small>({g.forms - 1} other message{plural} in {others} "
+                "attempts)</small>" if g.forms > 1 else "")  # fmt: skip
+        body.append([
+            _e(g.outcome), _e(g.model), _e(g.tier), _n(g.attempts), _n(_when(g.last_seen)),
+            f'<span class="detail">{_e(g.example) or "-"}</span>{note}',
+        ])  # fmt: skip
+    more = len(groups) - len(body)
+    note = f"<p>…and {more} less frequent groups.</p>" if more > 0 else ""
+    head = ("failure", "model", "tier", "attempts", "last seen", "example detail")
     return (
-        f"<section><h2>Failures</h2>\n{_table(('model', 'outcome', 'detail', 'attempts'), body)}"
-        f"{note}</section>"
+        "<section><h2>Failures</h2>\n<p>Failed attempts per failure kind and model. Details "
+        "differing only in numbers, ids and durations (a countdown, a request id) count as "
+        "one message; the example is its latest occurrence.</p>\n"
+        f'<div id="failures">{_table(head, body)}</div>{note}</section>'
     )
 
 
@@ -381,6 +394,36 @@ def _x_axis(left: float, width: float, y: float, scale: float, fmt: _Formatter) 
             f'y2="{y + 4:.1f}"/>{_text(x, y + 17, fmt(scale * k / 4), "middle")}'
         )
     return "".join(parts)
+
+
+def _log_grid(left: float, width: float, top: float, y: float, low: int, high: int) -> str:
+    """A log axis at ``y`` from 10**low to 10**high s: decades labelled, 2 and 5 gridded."""
+    parts = [f'<line class="axis" x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}"/>']
+    for power in range(low, high + 1):
+        for mult in (1, 2, 5):
+            if power == high and mult > 1:
+                break
+            x = left + width * (power + math.log10(mult) - low) / (high - low)
+            parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" '
+                         f'y2="{y:.1f}"/>')  # fmt: skip
+            if mult == 1:
+                parts.append(_text(x, y + 17, _seconds(mult * 10.0**power), "middle"))
+    return '<g class="log-axis">' + "".join(parts) + "</g>"
+
+
+def _decades(values: Iterable[float]) -> tuple[int, int]:
+    """The powers of ten (seconds) a log axis spans to hold ``values``: at least one decade.
+
+    Example:
+        >>> _decades([0.0021, 1.7]), _decades([0.05]), _decades([])
+        ((-3, 1), (-2, -1), (-3, 0))
+    """
+    found = [v for v in values if v > 0]
+    if not found:
+        return -3, 0
+    low = math.floor(math.log10(max(min(found), 1e-4)))
+    high = max(low + 1, math.ceil(math.log10(max(found)) - 1e-12))
+    return low, high
 
 
 def _diamond(x: float, y: float, r: float = 5.0) -> str:
@@ -454,11 +497,6 @@ def _rank(value: str, known: Sequence[str]) -> int:
     return known.index(value) if value in known else len(known)
 
 
-def _outcome(row: LedgerRow) -> str:
-    """The outcome, marked when the candidate was refused before being sent."""
-    return row.outcome if row.sent else f"{row.outcome} (not sent)"
-
-
 def _axis_max(value: float, *, whole: bool = False) -> float:
     """Top of an axis with four ticks of 1, 2 or 5 × 10ⁿ that reaches ``value``.
 
@@ -505,6 +543,11 @@ def _usd_axis(value: float, step: float) -> str:
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _seconds(value: float) -> str:
+    """A tick label: ``0.1 ms``, ``10 ms``, ``1 s``."""
+    return f"{value:g} s" if value >= 1 else f"{value * 1000:g} ms"
 
 
 def _pct(part: int, whole: int) -> str:
