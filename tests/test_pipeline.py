@@ -10,7 +10,6 @@ shape (a Mermaid snapshot).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 from collections import Counter
@@ -717,36 +716,56 @@ def operation_nodes(graph: Any) -> list[OperationNode]:
 def test_every_langgraph_json_graph_imports_and_compiles(
     simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As ``langgraph dev`` does: load each file, take its ``graph``, built over the settings.
+    """LangGraph Server's own loader finds each graph: a factory building it over the settings.
 
-    The settings come from a ``tierwise.toml`` pointing every provider at the simulator
-    and the simulator's dummy keys, so nothing can reach a real host.
+    ``_graph_from_spec`` is what ``langgraph dev`` runs (it reads the module's ``__dict__``,
+    so a module ``__getattr__`` would not do); the factory is then called the way the
+    server calls it per run. The settings come from a ``tierwise.toml`` pointing every
+    provider at the simulator and the simulator's dummy keys: nothing can reach a real host.
     """
     config = tmp_path / "tierwise.toml"
     config.write_text(simulator.toml_snippet())
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("TIERWISE_CONFIG", str(config))
+    monkeypatch.setenv("TIERWISE_LEDGER", str(tmp_path / "ledger.sqlite3"))
     for name, value in simulator.environment().items():
         monkeypatch.setenv(name, value)
-    manifest = json.loads((ROOT / "langgraph.json").read_text())
+    # langgraph_api reads its settings when imported; these are the in-memory runtime's.
+    for name, value in {"REDIS_URI": "unused", "DATABASE_URI": ":memory:",
+                        "MIGRATIONS_PATH": "__inmem",
+                        "LANGGRAPH_RUNTIME_EDITION": "inmem"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    from langgraph_api._factory_utils import classify_factory, invoke_factory, is_factory
+    from langgraph_api.graph import GraphSpec, _graph_from_spec
+    from langgraph_sdk.runtime import _ReadRuntime
 
+    from tierwise.graphs.common import SERVED
+
+    manifest = json.loads((ROOT / "langgraph.json").read_text())
     assert set(manifest["graphs"]) == {"instruction_pipeline", "triage", "extraction"}
+    SERVED.clear()
     graphs = {}
+
+    async def serve(name: str, factory: Any) -> Any:
+        runtime = _ReadRuntime(access_context="assistants.read", user=None, store=None)
+        first = await invoke_factory(factory, name, {"configurable": {}}, runtime)
+        assert await invoke_factory(factory, name, {"configurable": {}}, runtime) is first
+        return first
+
     for name, target in manifest["graphs"].items():
         path, attribute = target.rsplit(":", 1)
-        spec = importlib.util.spec_from_file_location(f"_langgraph_json_{name}", ROOT / path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        graph = getattr(module, attribute)
-        assert getattr(module, attribute) is graph  # built once
+        factory = _graph_from_spec(GraphSpec(name, path=str(ROOT / path), variable=attribute))
+        classify_factory(factory, name)
+        assert is_factory(name)
+        graph = asyncio.run(serve(name, factory))  # built once
         assert isinstance(graph, CompiledStateGraph) and graph.name == name
         assert graph.get_graph().nodes and graph.checkpointer is None
         nodes = operation_nodes(graph)
         assert nodes
         for node in nodes:
             router = node.answerer.router
+            assert router is SERVED.router  # one router for every served graph
             for provider in Provider:
                 if provider is not Provider.EMBEDDED:
                     assert router.settings.base_url(provider).startswith(simulator.url)
@@ -756,6 +775,7 @@ def test_every_langgraph_json_graph_imports_and_compiles(
                                   context={"policy": {"mode": "local_only"}})
     assert out["route"].route in ("tool", "plan", "direct")
     assert {r.provider for r in simulator.requests} == {Provider.OLLAMA}
+    SERVED.clear()
 
 
 # --------------------------------------------------------------------------- 12. mermaid

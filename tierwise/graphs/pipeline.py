@@ -26,7 +26,7 @@ from langgraph.types import Checkpointer, Send
 from pydantic import BaseModel
 
 from tierwise.catalog.specs import TaskType
-from tierwise.graphs.common import module_graph, shared_router
+from tierwise.graphs.common import SERVED, shared_router
 from tierwise.graphs.escalation import (
     Ladder,
     Stage,
@@ -198,5 +198,5 @@ def build_instruction_pipeline(
     return graph.compile(checkpointer=checkpointer, name="instruction_pipeline")
 
 
-#: ``graph`` (the pipeline over the loaded settings) is built on first use, for langgraph.json.
-__getattr__ = module_graph(build_instruction_pipeline, __name__)
+#: langgraph.json's entry: an async graph factory serving the pipeline over the settings.
+graph = SERVED.factory(build_instruction_pipeline)

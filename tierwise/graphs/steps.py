@@ -26,7 +26,7 @@ from langgraph.types import Checkpointer
 from pydantic import BaseModel
 
 from tierwise.catalog.specs import TaskType
-from tierwise.graphs.common import module_graph, shared_router
+from tierwise.graphs.common import SERVED, shared_router
 from tierwise.graphs.escalation import (
     Ladder,
     Stage,
@@ -175,5 +175,5 @@ def build_extraction(
     return graph.compile(checkpointer=checkpointer, name="extraction")
 
 
-#: ``graph`` (extraction over the loaded settings) is built on first use, for langgraph.json.
-__getattr__ = module_graph(build_extraction, __name__)
+#: langgraph.json's entry: an async graph factory serving extraction over the process's settings.
+graph = SERVED.factory(build_extraction)

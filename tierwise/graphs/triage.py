@@ -9,7 +9,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
-from tierwise.graphs.common import module_graph, shared_router
+from tierwise.graphs.common import SERVED, shared_router
 from tierwise.graphs.state import InstructionInput, TriageOutput, TriageState
 from tierwise.nodes.base import ModelLike
 from tierwise.nodes.classification import DEFAULT_LABELS, classification_node
@@ -57,5 +57,5 @@ def build_triage(
     return graph.compile(checkpointer=checkpointer, name="triage")
 
 
-#: ``graph`` (triage over the loaded settings) is built on first use, for langgraph.json.
-__getattr__ = module_graph(build_triage, __name__)
+#: langgraph.json's entry: an async graph factory serving triage over the process's settings.
+graph = SERVED.factory(build_triage)
