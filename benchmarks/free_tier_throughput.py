@@ -47,7 +47,7 @@ from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.guards.limits import RateLimiter
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 
 NAME = "throughput"
 TITLE = "4. throughput under free-tier limits"

@@ -55,7 +55,7 @@ from tierwise.prompts.rewriting import REWRITE
 from tierwise.prompts.structure_assessment import ASSESS
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 
 NAME = "pipeline"
 TITLE = "5. pipeline overhead"

@@ -66,8 +66,10 @@ from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
 from tierwise.catalog.specs import Catalog, Provider, TaskType
 from tierwise.ledger.store import Ledger
 from tierwise.providers.clients import ProviderFactory
-from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.availability import DEFAULT_DEMOTION, read_standings
+from tierwise.routing.router import ModelRouter
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import isolated_environment
 from tierwise.testing.simulator import DUMMY_KEYS
 
@@ -439,7 +441,7 @@ def ledger_overhead(bench: Bench, runs: int, calls: int) -> list[Row]:
 def refresh_seconds(ledger: Ledger, catalog: Catalog) -> float:
     """Seconds one read of the ledger's record into standings takes (what the router does)."""
     start = time.perf_counter()
-    DEFAULT_DEMOTION.read(ledger, catalog, time.time())
+    read_standings(DEFAULT_DEMOTION, ledger, catalog, time.time())
     return time.perf_counter() - start
 
 

@@ -26,7 +26,8 @@ from benchmarks._report import Bar, Panel, Row, Section
 from benchmarks._stats import Spread
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Complexity, TaskType, load_default_catalog
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 
 NAME = "selection"
 TITLE = "1. selection cost"

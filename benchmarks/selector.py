@@ -14,7 +14,8 @@ import time
 from benchmarks._stats import Spread
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.specs import Complexity, TaskType, load_default_catalog
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 
 REPEATS = 7
 CALLS = 20_000

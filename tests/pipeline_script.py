@@ -40,7 +40,7 @@ from tierwise.prompts.structure_assessment import ASSESS
 from tierwise.prompts.tool_use_formatting import FORMAT_TOOL_CALL
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import ChatRequest, Fault, RecordedRequest, Reply, Simulator
 
 # --------------------------------------------------------------------------- operations

@@ -53,7 +53,7 @@ from tierwise.ledger.evidence import JUDGE, Outcome
 from tierwise.ledger.evidence import interval as evidence_interval
 from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, Simulator
 
 # --------------------------------------------------------------------------- statistics

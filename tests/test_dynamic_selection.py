@@ -31,15 +31,11 @@ from tierwise.cli.app import app
 from tierwise.guards.health import HealthBoard
 from tierwise.ledger.store import OK, Ledger, LedgerRow, Performance
 from tierwise.providers.clients import ProviderFactory
-from tierwise.routing.router import DEFAULT_DEMOTION, ModelRouter
-from tierwise.routing.selector import (
-    FAILING,
-    SLOW,
-    DemotionRule,
-    Selector,
-    Snapshot,
-    Standing,
-)
+from tierwise.routing.availability import DEFAULT_DEMOTION, read_standings
+from tierwise.routing.demotion import DemotionRule
+from tierwise.routing.router import ModelRouter
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import FAILING, SLOW, Snapshot, Standing
 from tierwise.testing import Fault, Reply, Simulator
 
 CATALOG = load_default_catalog()
@@ -249,7 +245,7 @@ def test_ledger_performance_is_the_latest_window_since_a_time(tmp_path: Path) ->
         }
         assert ledger.performance(pairs, since=now + 1) == {}
         assert ledger.performance(pairs, since=0, operation="rewriting") == {}
-        standings = RULE.read(ledger, CATALOG, now)
+        standings = read_standings(RULE, ledger, CATALOG, now)
     assert standings == {
         Standing(OP.value, gemini, FAILING, "40% success over last 10 calls")
     }
@@ -387,8 +383,8 @@ def test_router_reads_the_ledger_at_most_every_ttl_and_reuses_snapshots(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rig.ledger, "performance", counted)
-    rig.router._standings_ttl = 60.0
-    rig.router._standings = None
+    rig.router.availability._standings_ttl = 60.0
+    rig.router.availability._standings = None
     first = rig.router.snapshot()
     assert first.standings and len(reads) == 1
     assert reads[0]["last_n"] == TEST_RULE.window
@@ -397,9 +393,9 @@ def test_router_reads_the_ledger_at_most_every_ttl_and_reuses_snapshots(
         assert rig.router.snapshot() is first
     assert len(reads) == 1  # one query for all of them
     # re-read with equal standings: the very same snapshot object
-    cached = rig.router._standings
+    cached = rig.router.availability._standings
     assert cached is not None
-    rig.router._standings = (time.monotonic() - 61.0, cached[1])
+    rig.router.availability._standings = (time.monotonic() - 61.0, cached[1])
     assert rig.router.snapshot() is first and len(reads) == 2
 
 

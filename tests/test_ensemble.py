@@ -58,7 +58,7 @@ from tierwise.routing.ensemble import (
 )
 from tierwise.routing.results import NoModelAvailable, RoutedResult
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, Simulator
 
 DRIVERS = ("invoke", "ainvoke")

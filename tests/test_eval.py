@@ -30,7 +30,8 @@ from tierwise.evaluation.scoring import (
 from tierwise.ledger.evidence import EVAL
 from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import ChatRequest, Reply, Simulator
 
 ROOT = data_root()

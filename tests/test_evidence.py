@@ -25,7 +25,8 @@ from tierwise.ledger.evidence import EVAL, JUDGE, EvidenceStore, Measured, Outco
 from tierwise.ledger.store import SCHEMA_VERSION, Ledger, LedgerRow
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 from tierwise.routing.steering import arm_of, lead
 from tierwise.testing import Reply, Simulator
 

@@ -22,7 +22,7 @@ from tierwise.learning.learned_router import LearnedRouter
 from tierwise.ledger.store import Ledger
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.routing.steering import Steering, prompt_text
 from tierwise.testing import Reply, Simulator
 

@@ -14,7 +14,8 @@ from tierwise.guards.backend import DAY, Denied, InMemoryLimitBackend, LimitBack
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
 from tierwise.providers.headers import parse_duration
-from tierwise.routing.selector import Selector, Snapshot
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 
 
 class Clock:

@@ -60,7 +60,7 @@ from tierwise.nodes import (
 from tierwise.nodes.base import OperationNode
 from tierwise.nodes.decomposition import plan_problem
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, Reply, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,8 @@ from tierwise.catalog.specs import (
     Tier,
     load_default_catalog,
 )
-from tierwise.routing.selector import Explanation, Selector, Snapshot
+from tierwise.routing.selector import Explanation, Selector
+from tierwise.routing.snapshot import Snapshot
 
 CATALOG: Catalog = load_default_catalog()
 EMBEDDED = CATALOG.embedded

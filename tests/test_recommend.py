@@ -37,7 +37,7 @@ from tierwise.insights.recommend import (
 from tierwise.ledger.evidence import EVAL, JUDGE, Outcome
 from tierwise.ledger.store import OK, Ledger, LedgerRow
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Reply, Simulator
 
 OP = "classification"

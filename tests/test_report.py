@@ -39,7 +39,7 @@ from tierwise.insights.report import bucket_seconds, render_report
 from tierwise.ledger.store import Ledger, LedgerRow, percentile
 from tierwise.routing.results import NoModelAvailable
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, Reply, Simulator
 
 EVIL = "rep-free<script>alert('model')</script>"

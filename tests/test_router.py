@@ -38,7 +38,7 @@ from tierwise.routing.results import (
     StreamRestart,
 )
 from tierwise.routing.router import ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, FaultKind, RecordedRequest, Reply, Simulator
 
 # --------------------------------------------------------------------------- test rig

@@ -41,9 +41,10 @@ from tierwise.guards.budget import BudgetExceeded
 from tierwise.ledger.store import Ledger, LedgerRow, day_start
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
+from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamEvent
-from tierwise.routing.router import DEFAULT_MAX_OUTPUT_TOKENS, ModelRouter
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.router import ModelRouter
+from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import ChatRequest, Fault, Reply, Simulator
 
 # --------------------------------------------------------------------------- test rig
@@ -520,7 +521,7 @@ _CHILD = textwrap.dedent("""
     from tierwise.ledger.store import Ledger
     from tierwise.catalog.policy import Policy
     from tierwise.routing.router import ModelRouter
-    from tierwise.routing.selector import Snapshot
+    from tierwise.routing.snapshot import Snapshot
     from tierwise.testing.protocols import BASE_PATHS
 
     path, url, data = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -53,7 +53,8 @@ if TYPE_CHECKING:
         StreamRestart,
     )
     from tierwise.routing.router import ModelRouter
-    from tierwise.routing.selector import Selector, Snapshot
+    from tierwise.routing.selector import Selector
+    from tierwise.routing.snapshot import Snapshot
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(

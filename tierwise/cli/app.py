@@ -8,7 +8,6 @@ everything printed passes through the secret scrubber, so a key never reaches th
 from __future__ import annotations
 
 import dataclasses
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -35,6 +34,7 @@ from tierwise.cli.common import (
     out,
 )
 from tierwise.providers.clients import probe
+from tierwise.routing.availability import Availability
 from tierwise.routing.selector import Selector
 
 if TYPE_CHECKING:
@@ -139,14 +139,12 @@ def route(
     """The candidate chain for one operation, and the reason for every position."""
     with _settings(config) as settings:
         policy = _policy(settings, policy_mode, max_tier)
-        snapshot = probe(settings).snapshot(settings.catalog.models)
+        # the router's own view: probe, circuit breakers, and the ledger's record if given
         if ledger_path is not None:
-            from tierwise.routing.selector import DemotionRule
-
             with _open_ledger(ledger_path) as ledger:
-                standings = DemotionRule().read(ledger, settings.catalog, time.time())
-                quality = ledger.evidence.quality().values()
-            snapshot = snapshot.ranked(standings).measured(quality)
+                snapshot = Availability(settings, ledger=ledger).snapshot()
+        else:
+            snapshot = Availability(settings).snapshot()
         explanation = Selector(settings.catalog).explain(
             operation, complexity, policy, snapshot, needs_tools=tools
         )
@@ -214,7 +212,9 @@ def doctor(config: ConfigOption = None) -> None:
                 status.hint,
             )
         out.table(table)
-        snapshot = availability.snapshot(settings.catalog.models)
+        snapshot = Availability(
+            settings, fixed=availability.snapshot(settings.catalog.models)
+        ).snapshot()
         unanswerable = [
             op.value for op in TaskType
             if not Selector(settings.catalog).candidates(

@@ -46,8 +46,9 @@ from tierwise.nodes.context import RunContext
 from tierwise.nodes.ensembles import CombinerKind, combiner_for
 from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement
 from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
+from tierwise.routing.request import config_value
 from tierwise.routing.results import NoModelAvailable, RoutedResult
-from tierwise.routing.router import ModelRouter, config_value
+from tierwise.routing.router import ModelRouter
 
 __all__ = [
     "REPORT_KEY",

@@ -25,7 +25,7 @@ import httpx
 
 from tierwise.catalog.settings import CREDENTIAL_ENV, Settings
 from tierwise.catalog.specs import ModelSpec, Provider
-from tierwise.routing.selector import Snapshot
+from tierwise.routing.snapshot import Snapshot
 
 if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never need it
     from langchain_core.language_models import BaseChatModel

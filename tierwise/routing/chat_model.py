@@ -39,7 +39,8 @@ from pydantic import ConfigDict, Field
 from tierwise.catalog.policy import OperationOverride, Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamRestart
-from tierwise.routing.router import ModelRouter, Schema
+from tierwise.routing.router import ModelRouter
+from tierwise.routing.tokens import Schema
 
 __all__ = ["RoutedChatModel", "StreamInterrupted"]
 

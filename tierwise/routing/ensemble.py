@@ -41,7 +41,8 @@ from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.guards.budget import BudgetExceeded
 from tierwise.routing.results import Attempt, NoModelAvailable, RoutedResult
-from tierwise.routing.router import ModelRouter, Schema
+from tierwise.routing.router import ModelRouter
+from tierwise.routing.tokens import Schema
 
 __all__ = [
     "BestScore",

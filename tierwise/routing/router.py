@@ -2,8 +2,8 @@
 
 The routing logic is written once, as a sans-I/O generator (:meth:`ModelRouter._route`)
 that yields steps — call this runnable, sleep this long, tell the consumer this — and
-receives the outcomes; thin drivers run those steps synchronously, asynchronously or as
-streams. So ``invoke``, ``ainvoke``, ``stream`` and ``astream`` cannot drift apart:
+receives the outcomes; two drivers (:mod:`.drivers`, one sync, one async) perform them,
+streaming or not. So ``invoke``, ``ainvoke``, ``stream`` and ``astream`` cannot drift apart:
 
 * a candidate the rate limiter has no permit for is skipped at once — or waited for, only
   when the permit frees sooner than the caller's ``max_wait``;
@@ -12,27 +12,21 @@ streams. So ``invoke``, ``ainvoke``, ``stream`` and ``astream`` cannot drift apa
 * an answer that is empty, truncated, refused or fails the schema, or a tool call that
   fits no bound tool, is a failure of that model, like an HTTP 500 (one repair request to
   the same model is allowed for a schema).
+
+What is usable comes from :class:`~.availability.Availability`; the order from the pure
+:class:`~.selector.Selector`, then :mod:`.steering` (A/B arm, learned pick).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import sqlite3
 import time
-import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSequence
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
@@ -41,214 +35,34 @@ from tierwise.guards.backend import Denied, LimitName
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
-from tierwise.ledger.evidence import Measured
 from tierwise.ledger.store import Ledger, LedgerRow, shared_ledger
-from tierwise.providers.clients import ProbeCache, ProviderFactory
-from tierwise.providers.failures import Failure, FailureKind, InvalidOutput, classify
-from tierwise.routing.answers import (
-    SchemaViolation,
-    accept,
-    answer_text,
-    content_text,
-    parse_raw,
-)
+from tierwise.providers.clients import ProviderFactory
+from tierwise.providers.failures import Failure, FailureKind, classify
+from tierwise.routing.answers import answer_text, parse_raw
+from tierwise.routing.availability import DEFAULT_DEMOTION, Availability
+from tierwise.routing.demotion import DemotionRule
+from tierwise.routing.drivers import Call, Notice, Route, Sleep, adrive, alast, drive, last
+from tierwise.routing.prepared import RunnableCache
+from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS, RouteRequest, config_value
 from tierwise.routing.results import (
     Attempt,
     NoModelAvailable,
     RoutedResult,
-    StreamChunk,
-    StreamEnd,
     StreamEvent,
     StreamRestart,
 )
-from tierwise.routing.selector import DemotionRule, Selector, Snapshot, Standing
+from tierwise.routing.selector import Selector
+from tierwise.routing.snapshot import Snapshot
 from tierwise.routing.steering import Steer, Steering
+from tierwise.routing.tokens import Schema, estimate_tokens
+from tierwise.routing.verdicts import judge, refused, repairable
 
-__all__ = ["DEFAULT_DEMOTION", "DEFAULT_MAX_OUTPUT_TOKENS", "ModelRouter", "Schema", "config_value"]
+__all__ = ["ModelRouter"]
 
-logger = logging.getLogger(__name__)
-
-#: Output tokens assumed when the caller sets no ``max_tokens`` (cost and TPM estimates).
-DEFAULT_MAX_OUTPUT_TOKENS = 512
-#: The rule a router with a ledger demotes failing or slow models by, within their tier.
-DEFAULT_DEMOTION = DemotionRule()
 _REPAIR_PROMPT = (
     "Your previous answer did not match the required JSON schema: {error}\n"
     "Answer again with only a JSON object that matches the schema."
 )
-#: A schema is a pydantic class, a TypedDict or a JSON-schema dict.
-Schema = type[BaseModel] | type | Mapping[str, Any]
-
-
-@dataclass(slots=True)
-class _Request:
-    operation: TaskType
-    messages: list[BaseMessage]
-    schema: Schema | None
-    tools: tuple[Any, ...]
-    tool_choice: str | None
-    complexity: Complexity
-    policy: Policy
-    max_wait: float
-    max_tokens: int | None
-    min_tier: Tier | None
-    config: RunnableConfig | None
-    prompt_tokens: int
-    run_id: str | None = None
-    call_id: str = ""
-    #: Why the chain's first model leads, when an A/B test or the learned router put it
-    #: there (:class:`~tierwise.routing.steering.Steer`); shown to tracers.
-    steering: str = ""
-
-
-@dataclass(slots=True)
-class _Call:
-    """Step: call ``runnable`` with ``messages`` and send back an :class:`_Outcome`."""
-
-    spec: ModelSpec
-    runnable: Runnable[Any, Any]
-    messages: list[BaseMessage]
-    config: RunnableConfig
-
-
-@dataclass(slots=True)
-class _Sleep:
-    """Step: wait ``seconds`` for a rate-limit permit, then send back ``None``."""
-
-    seconds: float
-
-
-@dataclass(slots=True)
-class _Notice:
-    """Step: pass ``event`` to the stream's consumer, then send back ``None``."""
-
-    event: StreamEvent
-
-
-_Step = _Call | _Sleep | _Notice
-_Route = Generator[_Step, "_Outcome | None", RoutedResult]
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What a driver hands back for a :class:`_Call`."""
-
-    output: Any = None
-    error: BaseException | None = None
-    emitted: str = ""
-    shown: bool = False  # a stream passed chunks of this answer to its consumer
-    time_to_first_token: float | None = None
-
-
-@dataclass(slots=True)
-class _Verdict:
-    """An outcome judged: the attempt record, and either a failure or the answer."""
-
-    attempt: Attempt
-    failure: Failure | None
-    value: Any = None
-    message: AIMessage | None = None
-    repairable: bool = False
-
-
-@dataclass(slots=True)
-class _RunnableCache:
-    """Structured / tool-bound runnables per (model, schema, tools), a bounded LRU.
-
-    It also keeps the argument schemas of each tool set, for checking tool calls.
-
-    Keys use object identities; each entry keeps its schema and tools alive, so an
-    identity cannot be reused while its entry exists.
-    """
-
-    size: int = 512
-    entries: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=OrderedDict)
-
-    def get(
-        self, model: BaseChatModel, spec: ModelSpec, request: _Request
-    ) -> tuple[Runnable[Any, Any], Runnable[Any, Any] | None]:
-        """The runnable to call and, for a schema, the parser to run on its message.
-
-        ``with_structured_output(include_raw=True)`` would keep the raw message too, but
-        it is built from parallel steps that start two threads per sync call (+4 ms);
-        splitting the plain ``model | parser`` sequence keeps the message at no cost.
-        """
-        if request.schema is None and not request.tools:
-            return model, None
-        key = (spec.key, id(request.schema), tuple(map(id, request.tools)), request.tool_choice)
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-            cached: tuple[Runnable[Any, Any], Runnable[Any, Any] | None] = entry[0]
-            return cached
-        prepared: tuple[Runnable[Any, Any], Runnable[Any, Any] | None]
-        if request.schema is not None:
-            schema = request.schema if isinstance(request.schema, type) else dict(request.schema)
-            method = spec.structured_output.value
-            structured = model.with_structured_output(schema, method=method)
-            if isinstance(structured, RunnableSequence):
-                rest = structured.steps[1:]
-                parse = rest[0] if len(rest) == 1 else RunnableSequence(*rest)
-                prepared = (structured.first, parse)
-            else:  # not a plain sequence: let LangChain keep the raw message
-                prepared = (
-                    model.with_structured_output(schema, method=method, include_raw=True),
-                    None,
-                )
-        else:
-            prepared = (
-                model.bind_tools(list(request.tools), tool_choice=request.tool_choice),
-                None,
-            )
-        self._put(key, prepared, (request.schema, request.tools))
-        return prepared
-
-    def tool_schemas(self, tools: tuple[Any, ...]) -> Mapping[str, Mapping[str, Any]] | None:
-        """Name -> JSON schema of the arguments of every bound tool.
-
-        ``None`` when a tool has no function schema (a provider's built-in tool): then
-        tool calls cannot be checked against the set.
-        """
-        key = ("tool schemas", *map(id, tools))
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-            found: Mapping[str, Mapping[str, Any]] | None = entry[0]
-            return found
-        schemas: dict[str, Mapping[str, Any]] = {}
-        try:
-            for tool in tools:
-                function = convert_to_openai_tool(tool)["function"]
-                schemas[function["name"]] = function.get("parameters") or {}
-        except Exception:  # noqa: BLE001 - not a function tool: nothing to check against
-            self._put(key, None, tools)
-            return None
-        self._put(key, schemas, tools)
-        return schemas
-
-    def definition_tokens(self, schema: Schema | None, tools: tuple[Any, ...]) -> int:
-        """Estimated prompt tokens of the tool definitions and response schema of a call.
-
-        Providers send them to the model as part of the prompt and bill them as input
-        tokens, so a cost estimate that left them out could let a call cross a cap.
-        """
-        if schema is None and not tools:
-            return 0
-        key = ("definition tokens", id(schema), *map(id, tools))
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-            found: int = entry[0]
-            return found
-        definitions = (*tools, schema) if schema is not None else tools
-        tokens = sum(_text_tokens(_definition_text(d)) + 4 for d in definitions)
-        self._put(key, tokens, (schema, tools))
-        return tokens
-
-    def _put(self, key: tuple[Any, ...], value: Any, keep_alive: Any) -> None:
-        self.entries[key] = (value, keep_alive)
-        if len(self.entries) > self.size:
-            self.entries.popitem(last=False)
 
 
 class ModelRouter:
@@ -298,10 +112,10 @@ class ModelRouter:
                 only per-call caps.
             demotion: with a ledger, how its rolling record of each (operation, model)
                 moves failing or slow models below their same-tier peers (see
-                :class:`~tierwise.routing.selector.DemotionRule`); ``None``: never.
+                :class:`~tierwise.routing.demotion.DemotionRule`); ``None``: never.
             standings_ttl: seconds the ledger's record is reused before it is read again
-                (about 0.5 ms: one indexed query per judged (operation, model); the calls
-                in between read no SQLite).
+                (one indexed query per judged (operation, model); the calls in between
+                read no SQLite).
             evidence_min_n: with a ledger, the selector orders models within a tier by
                 their measured quality (evals, judges, escalations; see
                 :mod:`~tierwise.ledger.evidence`) in place of the catalog's rubric once
@@ -316,24 +130,29 @@ class ModelRouter:
         self.health = health if health is not None else HealthBoard()
         for spec in self.settings.catalog:
             self.limiter.configure(spec.key, spec.limits)
-        self._fixed_snapshot = snapshot
-        self.availability = ProbeCache(self.settings, ttl=probe_ttl)
-        self._probed: tuple[object, Snapshot] | None = None
-        self._provider_of = {k: s.provider.value for k, s in self.settings.catalog.models.items()}
-        self._runnables = _RunnableCache()
+        self._runnables = RunnableCache()
         self._redact = self.settings.credentials.redact
         self.ledger = shared_ledger() if ledger == "default" else ledger
         self.budget = BudgetGuard(self.ledger)
-        self.demotion = demotion
-        self._standings_ttl = standings_ttl
-        self._standings: tuple[float, frozenset[Standing]] | None = None
-        self._ranked: tuple[Snapshot, frozenset[Standing], frozenset[Measured], Snapshot] | None
-        self._ranked = None
-        self.evidence_min_n = evidence_min_n
-        self._quality: frozenset[Measured] = frozenset()
+        #: What is usable now; ``tierwise route`` and ``doctor`` build theirs the same way.
+        self.availability = Availability(
+            self.settings, health=self.health, ledger=self.ledger, fixed=snapshot,
+            probe_ttl=probe_ttl, demotion=demotion, standings_ttl=standings_ttl,
+            evidence_min_n=evidence_min_n,
+        )
         self._steering = Steering(self.ledger)
 
-    # ------------------------------------------------------------------ drivers
+    @property
+    def demotion(self) -> DemotionRule | None:
+        """The rule the ledger's record demotes models by (``None``: never)."""
+        return self.availability.demotion
+
+    @property
+    def evidence_min_n(self) -> int | None:
+        """Verdicts a model needs before its measured quality reorders it."""
+        return self.availability.evidence_min_n
+
+    # ------------------------------------------------------------------ calls
     def invoke(
         self,
         operation: TaskType | str,
@@ -352,48 +171,16 @@ class ModelRouter:
     ) -> RoutedResult:
         """Answer ``messages`` for ``operation`` with the first candidate that succeeds.
 
-        Args:
-            operation: the cognitive operation (decides the catalog chain).
-            messages: a string, a prompt value or a list of messages.
-            schema: pydantic class, TypedDict or JSON schema the answer must validate
-                against; the result's ``value`` is then the parsed object.
-            tools: tools to bind (LangChain tools, functions or OpenAI tool dicts); only
-                models with tool calling are tried.
-            tool_choice: force a tool call (``"any"`` or a tool name).
-            complexity: how hard the instruction is (decides the tier order).
-            policy: this call's policy instead of the router's default.
-            max_wait: seconds the caller accepts to wait for a rate-limit permit on a
-                candidate before moving on (0: never wait).
-            max_tokens: expected completion size, for cost and token-limit estimates.
-            min_tier: skip candidates below this tier (used to escalate).
-            config: LangChain run config (callbacks, tags, metadata) for the model call.
-            call_id: the id the ledger files this call's attempts under (default: a new
-                one); calls sharing an id are one routed result (ensemble members).
+        The arguments are those of :class:`~tierwise.routing.request.RouteRequest`.
 
         Raises:
             NoModelAvailable: every candidate failed or none was allowed; it lists why.
         """
-        route = self._route(self._request(
-            operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config, call_id,
-        ), streaming=False)
-        outcome: _Outcome | None = None
-        try:  # closed however the caller leaves: the route releases what it holds
-            while True:
-                try:
-                    step = route.send(outcome)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                outcome = None
-                if isinstance(step, _Sleep):
-                    time.sleep(step.seconds)
-                elif isinstance(step, _Call):
-                    try:
-                        outcome = _Outcome(step.runnable.invoke(step.messages, step.config))
-                    except Exception as exc:  # noqa: BLE001 - every failure is classified
-                        outcome = _Outcome(error=exc)
-        finally:
-            route.close()
+        return self.run(RouteRequest(
+            operation, messages, schema=schema, tools=tools, tool_choice=tool_choice,
+            complexity=complexity, policy=policy, max_wait=max_wait, max_tokens=max_tokens,
+            min_tier=min_tier, config=config, call_id=call_id,
+        ))
 
     async def ainvoke(
         self,
@@ -412,28 +199,11 @@ class ModelRouter:
         call_id: str | None = None,
     ) -> RoutedResult:
         """Async :meth:`invoke`; waiting for a permit never blocks the event loop."""
-        await self._aprobe()
-        route = self._route(self._request(
-            operation, messages, schema, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config, call_id,
-        ), streaming=False)
-        outcome: _Outcome | None = None
-        try:  # closed however the caller leaves: the route releases what it holds
-            while True:
-                try:
-                    step = route.send(outcome)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                outcome = None
-                if isinstance(step, _Sleep):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, _Call):
-                    try:
-                        outcome = _Outcome(await step.runnable.ainvoke(step.messages, step.config))
-                    except Exception as exc:  # noqa: BLE001 - every failure is classified
-                        outcome = _Outcome(error=exc)
-        finally:
-            route.close()
+        return await self.arun(RouteRequest(
+            operation, messages, schema=schema, tools=tools, tool_choice=tool_choice,
+            complexity=complexity, policy=policy, max_wait=max_wait, max_tokens=max_tokens,
+            min_tier=min_tier, config=config, call_id=call_id,
+        ))
 
     def stream(
         self,
@@ -458,39 +228,13 @@ class ModelRouter:
         candidate; two models' output is never joined. Arguments are those of
         :meth:`invoke` (no schema: use ``invoke``).
         """
-        route = self._route(self._request(
-            operation, messages, None, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config,
-        ), streaming=True)
-        outcome: _Outcome | None = None
-        try:  # closed however the caller leaves: the route releases what it holds
-            while True:
-                try:
-                    step = route.send(outcome)
-                except StopIteration as done:
-                    yield StreamEnd(done.value)
-                    return
-                outcome = None
-                if isinstance(step, _Sleep):
-                    time.sleep(step.seconds)
-                elif isinstance(step, _Notice):
-                    yield step.event
-                else:
-                    outcome = _Outcome()
-                    started = time.perf_counter()
-                    held: list[StreamChunk] = []
-                    try:
-                        for chunk in step.runnable.stream(step.messages, step.config):
-                            _collect(outcome, chunk, started)
-                            held.append(StreamChunk(chunk, step.spec))
-                            if outcome.shown or _carries_answer(chunk):
-                                outcome.shown = True
-                                yield from held
-                                held.clear()
-                    except Exception as exc:  # noqa: BLE001 - every failure is classified
-                        outcome.error = exc
-        finally:
-            route.close()
+        request = RouteRequest(
+            operation, messages, tools=tools, tool_choice=tool_choice, complexity=complexity,
+            policy=policy, max_wait=max_wait, max_tokens=max_tokens, min_tier=min_tier,
+            config=config,
+        )
+        yield from drive(self._route(request, request.policy or self.policy, streaming=True),
+                         streaming=True)  # fmt: skip
 
     async def astream(
         self,
@@ -507,188 +251,64 @@ class ModelRouter:
         config: RunnableConfig | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Async :meth:`stream`, with the same restart contract."""
-        await self._aprobe()
-        route = self._route(self._request(
-            operation, messages, None, tools, tool_choice, complexity, policy, max_wait,
-            max_tokens, min_tier, config,
-        ), streaming=True)
-        outcome: _Outcome | None = None
-        try:  # closed however the caller leaves: the route releases what it holds
-            while True:
-                try:
-                    step = route.send(outcome)
-                except StopIteration as done:
-                    yield StreamEnd(done.value)
-                    return
-                outcome = None
-                if isinstance(step, _Sleep):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, _Notice):
-                    yield step.event
-                else:
-                    outcome = _Outcome()
-                    started = time.perf_counter()
-                    held: list[StreamChunk] = []
-                    try:
-                        async for chunk in step.runnable.astream(step.messages, step.config):
-                            _collect(outcome, chunk, started)
-                            held.append(StreamChunk(chunk, step.spec))
-                            if outcome.shown or _carries_answer(chunk):
-                                outcome.shown = True
-                                for event in held:
-                                    yield event
-                                held.clear()
-                    except Exception as exc:  # noqa: BLE001 - every failure is classified
-                        outcome.error = exc
-        finally:
-            route.close()
+        request = RouteRequest(
+            operation, messages, tools=tools, tool_choice=tool_choice, complexity=complexity,
+            policy=policy, max_wait=max_wait, max_tokens=max_tokens, min_tier=min_tier,
+            config=config,
+        )
+        await self.availability.aready()
+        route = self._route(request, request.policy or self.policy, streaming=True)
+        async for event in adrive(route, streaming=True):
+            yield event
+
+    def run(self, request: RouteRequest) -> RoutedResult:
+        """:meth:`invoke` for a request built beforehand."""
+        policy = request.policy or self.policy
+        return last(drive(self._route(request, policy, streaming=False), streaming=False))
+
+    async def arun(self, request: RouteRequest) -> RoutedResult:
+        """:meth:`ainvoke` for a request built beforehand."""
+        await self.availability.aready()
+        policy = request.policy or self.policy
+        return await alast(adrive(self._route(request, policy, streaming=False),
+                                  streaming=False))  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> Snapshot:
-        """What is usable now, and in which order within a tier.
-
-        Availability (probed at most every ``probe_ttl``), the circuit breakers and, with
-        a ledger and a demotion rule, the standings of models failing or slow on an
-        operation (read at most every ``standings_ttl``). The same object is returned
-        while none of them changed, so the selector's memo keeps hitting.
-
-        Standings are per (operation, model), as the ledger's record is; only demoted
-        models are listed, so the snapshot stays small. They are read from every
-        process's committed rows: this process's last ``flush_interval`` of rows may be
-        missing (the circuit breaker reacts at once).
-        """
-        base = self._fixed_snapshot
-        if base is None:
-            availability = self.availability.get()
-            if self._probed is None or self._probed[0] is not availability:
-                self._probed = (availability, availability.snapshot(self.settings.catalog.models))
-            base = self._probed[1]
-        snap = self.health.snapshot(base, self._provider_of)
-        standings = self._current_standings()
-        quality = self._quality
-        if not standings and not quality:
-            return snap
-        ranked = self._ranked
-        if (ranked is not None and ranked[0] is snap and ranked[1] is standings
-                and ranked[2] is quality):  # fmt: skip
-            return ranked[3]
-        result = snap.ranked(standings) if standings else snap
-        if quality:
-            result = result.measured(quality)
-        self._ranked = (snap, standings, quality, result)
-        return result
-
-    def _current_standings(self) -> frozenset[Standing]:
-        """The ledger's demotions (and measured quality), read at most every ``standings_ttl`` s.
-
-        Hands back the previous object while the standings are equal, so the snapshot
-        built from them is the same object too. A ledger that cannot be read keeps the
-        last standings (logged): routing must not fail over its monitoring.
-        """
-        rule, ledger = self.demotion, self.ledger
-        if ledger is None or (rule is None and self.evidence_min_n is None):
-            return frozenset()
-        now = time.monotonic()
-        cached = self._standings
-        if cached is not None and now - cached[0] < self._standings_ttl:
-            return cached[1]
-        previous = cached[1] if cached is not None else frozenset()
-        try:
-            found = (
-                rule.read(ledger, self.settings.catalog, time.time())
-                if rule is not None else frozenset()
-            )
-        except sqlite3.Error as exc:
-            logger.warning("ledger %s: cannot read the models' record (%s)", ledger.path, exc)
-            found = previous
-        if found == previous:
-            found = previous
-        self._standings = (now, found)
-        self._read_quality(ledger)
-        return found
-
-    def _read_quality(self, ledger: Ledger) -> None:
-        """Refresh the measured quality from the ledger's evidence (with the standings)."""
-        if self.evidence_min_n is None:
-            return
-        try:
-            found = frozenset(ledger.evidence.quality(min_n=self.evidence_min_n).values())
-        except sqlite3.Error as exc:
-            logger.warning("ledger %s: cannot read quality evidence (%s)", ledger.path, exc)
-            return
-        if found != self._quality:
-            self._quality = found
-
-    async def _aprobe(self) -> None:
-        """Have an availability probe before routing, probed without blocking the loop."""
-        if self._fixed_snapshot is None:
-            await self.availability.aget()
+        """What is usable now, and in which order within a tier (see :class:`Availability`)."""
+        return self.availability.snapshot()
 
     def refresh(self) -> None:
         """Forget the availability probe, so the next call probes again."""
-        self.availability.invalidate()
+        self.availability.refresh()
 
     # ------------------------------------------------------------------ the route
-    def _request(
-        self,
-        operation: TaskType | str,
-        messages: LanguageModelInput,
-        schema: Schema | None,
-        tools: Sequence[Any],
-        tool_choice: str | None,
-        complexity: Complexity | str,
-        policy: Policy | None,
-        max_wait: float,
-        max_tokens: int | None,
-        min_tier: Tier | str | None,
-        config: RunnableConfig | None,
-        call_id: str | None = None,
-    ) -> _Request:
-        msgs = _as_messages(messages)
-        return _Request(
-            operation=TaskType(operation),
-            messages=msgs,
-            schema=schema,
-            tools=tuple(tools),
-            tool_choice=tool_choice,
-            complexity=Complexity(complexity),
-            policy=policy if policy is not None else self.policy,
-            max_wait=max_wait,
-            max_tokens=max_tokens,
-            min_tier=Tier(min_tier) if min_tier is not None else None,
-            config=config,
-            prompt_tokens=(
-                _estimate_tokens(msgs) + self._runnables.definition_tokens(schema, tuple(tools))
-            ),
-            run_id=config_value(config, "run_id"),
-            call_id=call_id or uuid.uuid4().hex,
-        )
-
-    def _route(self, request: _Request, *, streaming: bool) -> _Route:
+    def _route(self, request: RouteRequest, policy: Policy, *, streaming: bool) -> Route:
         """Try candidates in order; yields steps, returns the first valid answer."""
         started = time.perf_counter()
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
-        steer = self._steer(request, self._candidates(request), estimate)
-        candidates, request.steering = steer.candidates, steer.why
+        steer = self._steer(request, policy, self._candidates(request, policy), estimate)
+        candidates = steer.candidates
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
         refusals: list[BudgetExceeded] = []
-        record = self._recorder(request, steer.arm)
+        record = self._recorder(request, policy, steer.arm)
 
         def note(attempt: Attempt) -> None:
             attempts.append(attempt)
             record(attempt)
         overflowed = 0  # after a context overflow, windows this small are skipped
         rejected: set[Provider] = set()  # providers that refused their key in this call
+        tool_schemas = self._runnables.tool_schemas(request.tools) if request.tools else None
 
         for spec in candidates:
             if spec.provider in rejected:
-                note(_refused(
+                note(refused(
                     spec, FailureKind.AUTH, f"{spec.provider} rejected its key in this call"
                 ))
                 continue
             if spec.context_window <= overflowed:
-                note(_refused(
+                note(refused(
                     spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
                 ))
                 continue
@@ -701,16 +321,16 @@ class ModelRouter:
                 )
             except Exception as exc:  # noqa: BLE001 - this client cannot express the request
                 reason = classify(exc, redact=self._redact).message
-                note(_refused(
+                note(refused(
                     spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
             permit = self.limiter.try_acquire(spec.key, estimate)
             while isinstance(permit, Denied) and permit.retry_after <= deadline - time.monotonic():
-                yield _Sleep(permit.retry_after)
+                yield Sleep(permit.retry_after)
                 permit = self.limiter.try_acquire(spec.key, estimate)
             if isinstance(permit, Denied):
-                note(_refused(
+                note(refused(
                     spec, FailureKind.RATE_LIMITED,
                     f"local {permit.limit} limit: next permit in {permit.retry_after:.2f}s",
                     retry_after=permit.retry_after,
@@ -719,33 +339,35 @@ class ModelRouter:
             answer_tokens = estimate - request.prompt_tokens
             estimated_cost = spec.price.cost(request.prompt_tokens, answer_tokens)
             held = self.budget.check_quota(spec) or self.budget.reserve(
-                spec, estimated_cost, request.policy, run_id=request.run_id
+                spec, estimated_cost, policy, run_id=request.run_id
             )
             if isinstance(held, BudgetExceeded):
                 permit.cancel()
                 refusals.append(held)
-                note(_refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
+                note(refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
                 continue
             if not self.health.allow(spec.key):
                 permit.cancel()
                 held.release()
-                note(_refused(
+                note(refused(
                     spec, FailureKind.UNAVAILABLE, "circuit open: a recovery probe is in flight"
                 ))
                 continue
 
-            messages, repair = request.messages, False
+            messages, repair = list(request.messages), False
             try:  # the estimate is released however the call ends, even if it is abandoned
                 while True:
                     call_started = time.perf_counter()
-                    outcome = yield _Call(
-                        spec, runnable, messages, self._config(spec, request, estimated_cost)
+                    outcome = yield Call(
+                        spec, runnable, messages,
+                        self._config(spec, request, estimated_cost, steer.why),
                     )
                     assert outcome is not None
                     if parse is not None and outcome.error is None:
                         outcome.output = parse_raw(parse, outcome.output)
-                    verdict = self._judge(
-                        request, spec, outcome, time.perf_counter() - call_started, repair
+                    verdict = judge(
+                        request, spec, outcome, time.perf_counter() - call_started, repair,
+                        tool_schemas, self._redact,
                     )
                     note(verdict.attempt)  # the ledger counts the real cost from here on
                     used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
@@ -759,7 +381,7 @@ class ModelRouter:
                             tuple(attempts), time.perf_counter() - started,
                             request.call_id, steer.arm,
                         )
-                    if repair or not _repairable(request, verdict):
+                    if repair or not repairable(request, verdict):
                         break
                     assert verdict.message is not None
                     messages = [
@@ -768,7 +390,7 @@ class ModelRouter:
                         HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
                     ]
                     # The repair is a second paid request: it must fit the caps as well.
-                    repair_prompt = request.prompt_tokens + _estimate_tokens(
+                    repair_prompt = request.prompt_tokens + estimate_tokens(
                         messages[len(request.messages):]
                     )
                     repair_estimate = estimate - request.prompt_tokens + repair_prompt
@@ -778,12 +400,12 @@ class ModelRouter:
                     held = self.budget.reserve(
                         spec,
                         spec.price.cost(repair_prompt, estimate - request.prompt_tokens),
-                        request.policy,
+                        policy,
                         run_id=request.run_id,
                     )
                     if isinstance(held, BudgetExceeded):
                         retry.cancel()
-                        note(replace(_refused(
+                        note(replace(refused(
                             spec, FailureKind.BUDGET_EXCEEDED, f"no schema repair: {held}"
                         ), repair=True))
                         break
@@ -795,7 +417,7 @@ class ModelRouter:
             failure = verdict.failure
             self._learn(spec, failure)
             if streaming and outcome.shown:
-                yield _Notice(StreamRestart(verdict.attempt, outcome.emitted))
+                yield Notice(StreamRestart(verdict.attempt, outcome.emitted))
             if failure.kind is FailureKind.AUTH:
                 rejected.add(spec.provider)
             elif failure.kind is FailureKind.CONTEXT_OVERFLOW:
@@ -813,7 +435,7 @@ class ModelRouter:
         )
         raise NoModelAvailable(request.operation, attempts, reason, request.call_id)
 
-    def _candidates(self, request: _Request) -> tuple[ModelSpec, ...]:
+    def _candidates(self, request: RouteRequest, policy: Policy) -> tuple[ModelSpec, ...]:
         """The selector's chain for ``request``, without the tiers below ``min_tier``.
 
         The selector leaves out models whose estimate is over the per-call cap. When that
@@ -821,7 +443,7 @@ class ModelRouter:
         the budget guard instead, so the caller gets :class:`BudgetExceeded` (which cap,
         what it allows) and the ledger records the refusals, as for every other cap.
         """
-        snapshot = self.snapshot()
+        snapshot = self.availability.snapshot()
 
         def select(policy: Policy) -> tuple[ModelSpec, ...]:
             found = self.selector.candidates(
@@ -838,21 +460,25 @@ class ModelRouter:
                 found = tuple(c for c in found if c.tier.rank >= floor)
             return found
 
-        candidates = select(request.policy)
-        if not candidates and request.policy.max_cost_per_call is not None:
-            candidates = select(request.policy.model_copy(update={"max_cost_per_call": None}))
+        candidates = select(policy)
+        if not candidates and policy.max_cost_per_call is not None:
+            candidates = select(policy.model_copy(update={"max_cost_per_call": None}))
         return candidates
 
     def _steer(
-        self, request: _Request, candidates: tuple[ModelSpec, ...], estimate: int
+        self,
+        request: RouteRequest,
+        policy: Policy,
+        candidates: tuple[ModelSpec, ...],
+        estimate: int,
     ) -> Steer:
         """``candidates`` after the request's A/B arm or learned pick (see :mod:`.steering`).
 
         Escalations (``min_tier``) and single-model chains are left as they are: the graph
         asked for a tier, not for a model.
         """
-        override = request.policy.override(request.operation)
-        steered = request.policy.mode is PolicyMode.LEARNED or (
+        override = policy.override(request.operation)
+        steered = policy.mode is PolicyMode.LEARNED or (
             override is not None and override.ab is not None
         )
         if not steered or request.min_tier is not None or len(candidates) < 2:
@@ -860,18 +486,20 @@ class ModelRouter:
         sticky = (config_value(request.config, "thread_id") or request.run_id
                   or request.call_id)  # fmt: skip
         return self._steering.steer(
-            request.operation, request.policy, candidates, request.messages,
+            request.operation, policy, candidates, request.messages,
             sticky_key=sticky, prompt_tokens=request.prompt_tokens,
             max_tokens=estimate - request.prompt_tokens,
         )
 
-    def _recorder(self, request: _Request, arm: str | None) -> Callable[[Attempt], None]:
+    def _recorder(
+        self, request: RouteRequest, policy: Policy, arm: str | None
+    ) -> Callable[[Attempt], None]:
         """A function writing one ledger row per attempt of ``request`` (no-op: no ledger)."""
         ledger = self.ledger
         if ledger is None:
             return lambda attempt: None
         operation, complexity = request.operation.value, request.complexity.value
-        policy, run_id = request.policy, request.run_id
+        run_id = request.run_id
         thread_id = config_value(request.config, "thread_id")
         node = config_value(request.config, "langgraph_node")
         escalation = request.min_tier is not None
@@ -887,7 +515,7 @@ class ModelRouter:
         return record
 
     def _config(
-        self, spec: ModelSpec, request: _Request, estimated_cost: float
+        self, spec: ModelSpec, request: RouteRequest, estimated_cost: float, steering: str
     ) -> RunnableConfig:
         """The caller's run config plus routing metadata, so tracers show the decision.
 
@@ -908,53 +536,10 @@ class ModelRouter:
             "tierwise_complexity": request.complexity.value,
             "tierwise_estimated_cost": round(estimated_cost, 8),
         }
-        if request.steering:
-            metadata["tierwise_steering"] = request.steering
+        if steering:
+            metadata["tierwise_steering"] = steering
         tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
         return {**base, "metadata": metadata, "tags": tags}
-
-    def _judge(
-        self,
-        request: _Request,
-        spec: ModelSpec,
-        outcome: _Outcome,
-        latency: float,
-        repair: bool,
-    ) -> _Verdict:
-        """Turn a call's outcome into an attempt record and a failure or an answer."""
-        value: Any = None
-        message: AIMessage | None = None
-        error = outcome.error
-        if error is None:
-            tools = self._runnables.tool_schemas(request.tools) if request.tools else None
-            try:
-                value, message = accept(
-                    outcome.output,
-                    structured=request.schema is not None,
-                    tools_bound=bool(request.tools),
-                    tool_choice=request.tool_choice,
-                    tools=tools,
-                )
-            except InvalidOutput as exc:
-                error = exc
-                message = exc.message
-        failure = classify(error, redact=self._redact) if error is not None else None
-        input_tokens, output_tokens = _usage(message)
-        attempt = Attempt(
-            spec.key, spec.provider, spec.tier,
-            failure.kind if failure is not None else None,
-            latency,
-            detail=failure.message if failure is not None else "",
-            retry_after=failure.retry_after if failure is not None else None,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost=spec.price.cost(input_tokens, output_tokens),
-            time_to_first_token=outcome.time_to_first_token,
-            repair=repair,
-        )
-        return _Verdict(
-            attempt, failure, value, message, repairable=isinstance(error, SchemaViolation)
-        )
 
     def _learn(self, spec: ModelSpec, failure: Failure) -> None:
         """Feed a provider's failure to the limiter and the circuit breaker."""
@@ -967,85 +552,3 @@ class ModelRouter:
         self.health.record_failure(spec.key, kind.value)
 
 
-def config_value(config: RunnableConfig | None, name: str) -> str | None:
-    """A run attribute LangGraph/LangChain put in ``configurable`` or ``metadata``.
-
-    How the router reads a call's ``run_id`` / ``thread_id`` / ``langgraph_node`` for the
-    ledger; whoever files more about the same call reads them the same way.
-    """
-    if not config:
-        return None
-    value = config.get("configurable", {}).get(name) or config.get("metadata", {}).get(name)
-    return str(value) if value is not None else None
-
-
-def _repairable(request: _Request, verdict: _Verdict) -> bool:
-    return (
-        request.schema is not None
-        and verdict.repairable
-        and verdict.message is not None
-        and bool(answer_text(verdict.message).strip())
-    )
-
-
-def _carries_answer(chunk: AIMessageChunk) -> bool:
-    """Whether a streamed chunk holds part of the answer (text or a tool call)."""
-    return bool(content_text(chunk.content) or chunk.tool_call_chunks)
-
-
-def _collect(outcome: _Outcome, chunk: AIMessageChunk, started: float) -> None:
-    """Add a streamed chunk to the outcome being assembled."""
-    if outcome.time_to_first_token is None:
-        outcome.time_to_first_token = time.perf_counter() - started
-    outcome.output = chunk if outcome.output is None else outcome.output + chunk
-    outcome.emitted += content_text(chunk.content)
-
-
-def _as_messages(messages: LanguageModelInput) -> list[BaseMessage]:
-    if isinstance(messages, str):
-        return [HumanMessage(messages)]
-    if isinstance(messages, PromptValue):
-        return messages.to_messages()
-    from langchain_core.messages import convert_to_messages
-
-    return convert_to_messages(messages)
-
-
-def _usage(message: AIMessage | None) -> tuple[int, int]:
-    usage = message.usage_metadata if message is not None else None
-    if not usage:
-        return 0, 0
-    return usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-
-
-def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
-    """Roughly 4 characters per token plus a few per message: a budget, not a count."""
-    chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content))
-                for m in messages)
-    return chars // 4 + 4 * len(messages)
-
-
-def _text_tokens(text: str) -> int:
-    """4 characters per token, rounded up (as :func:`_estimate_tokens` counts text)."""
-    return (len(text) + 3) // 4
-
-
-def _definition_text(definition: Any) -> str:
-    """A tool or schema as the JSON a provider receives (name, description, parameters)."""
-    try:
-        return json.dumps(convert_to_openai_tool(definition))
-    except Exception:  # noqa: BLE001 - a provider's built-in tool, a bare JSON schema...
-        try:
-            return json.dumps(definition, default=str)
-        except (TypeError, ValueError):
-            return str(definition)
-
-
-def _refused(
-    spec: ModelSpec, kind: FailureKind, detail: str, *, retry_after: float | None = None
-) -> Attempt:
-    """An attempt that never left the process."""
-    return Attempt(
-        spec.key, spec.provider, spec.tier, kind, 0.0,
-        detail=detail, sent=False, retry_after=retry_after,
-    )
