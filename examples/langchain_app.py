@@ -16,7 +16,7 @@ A small customer-support desk, built only from standard LangChain pieces:
       reply chain.
 
 How to run it:
-    pip install langchain          # for create_agent (tierwise needs only langchain-core)
+    pip install -e ".[examples]"   # langchain for create_agent; tierwise needs langchain-core
     python examples/langchain_app.py
     python examples/langchain_app.py "Where is my order B-2001?"
 
@@ -32,7 +32,11 @@ import sys
 from operator import itemgetter
 from typing import Any
 
-from langchain.agents import create_agent
+try:
+    from langchain.agents import create_agent
+except ImportError:  # tierwise itself needs only langchain-core
+    sys.exit('error: this example needs the langchain package (for create_agent)\n'
+             'hint: pip install -e ".[examples]"   (or: pip install "tierwise[examples]")')
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate

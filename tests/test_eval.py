@@ -296,13 +296,24 @@ def test_bad_input_is_one_error_line_and_exit_2(
 def test_a_model_without_tool_calling_is_refused_for_tool_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A one-item BFCL file written here, so a clone without ../shared runs this test too.
     monkeypatch.setenv("TIERWISE_LEDGER", str(tmp_path / "l.sqlite3"))
-    result = CliRunner().invoke(_app(), ["eval", "tool_use_formatting", "--data", "bfcl",
-                                         "--models", "smollm2-135m"])  # fmt: skip
-    if "no data set" in result.output:
-        pytest.skip("the shared BFCL data is not here")
+    item = {"id": "simple_python_0",
+            "question": [[{"role": "user", "content": "Area of a triangle, base 10, height 5."}]],
+            "function": [{"name": "triangle_area", "description": "Area of a triangle.",
+                          "parameters": {"type": "dict", "required": ["base", "height"],
+                                         "properties": {"base": {"type": "integer"},
+                                                        "height": {"type": "integer"}}}}]}
+    gold = {"id": "simple_python_0",
+            "ground_truth": [{"triangle_area": {"base": [10], "height": [5]}}]}
+    data = tmp_path / "BFCL_v4_simple_python.json"
+    data.write_text(json.dumps(item) + "\n")
+    (tmp_path / f"possible_answer__{data.name}").write_text(json.dumps(gold) + "\n")
+    model = "nous-hermes2-mistral-7b"  # a catalog model declared without tool calling
+    result = CliRunner().invoke(_app(), ["eval", "tool_use_formatting", "--data", str(data),
+                                         "--models", model])  # fmt: skip
     assert result.exit_code == 2, result.output
-    assert "smollm2-135m has no tool calling" in result.output
+    assert f"{model} has no tool calling" in result.output
 
 
 def test_an_operation_and_data_set_mismatch_is_refused(tmp_path: Path) -> None:

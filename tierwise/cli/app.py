@@ -16,9 +16,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.catalog.policy import PolicyMode
 from tierwise.catalog.specs import Complexity, ModelSpec, TaskType, Tier
 from tierwise.cli.common import (
+    App,
     ComplexityOption,
     ConfigOption,
     JsonOption,
@@ -40,7 +40,7 @@ from tierwise.routing.selector import Selector
 if TYPE_CHECKING:
     pass
 
-app = typer.Typer(
+app = App(
     name="tierwise",
     help="Route each cognitive operation to the model that fits it: local, free or paid.",
     no_args_is_help=True,
@@ -296,11 +296,7 @@ def run(
         typer.Option("--graph", "-g", help="pipeline (default), triage or extraction; a "
                      "resumed thread keeps its own.", show_default=False),
     ] = None,
-    policy_mode: Annotated[
-        str | None,
-        typer.Option("--policy", "-p", help="Policy mode: local_only, free_first, balanced or "
-                     "quality_first (default: the configured policy).", show_default=False),
-    ] = None,
+    policy_mode: PolicyOption = None,
     max_tier: MaxTierOption = None,
     tools: Annotated[
         str | None,
@@ -342,15 +338,10 @@ def run(
         )
     except RunFailed as exc:
         out.fail(exc.message, exc.hint, code=exc.code)
-    try:
-        mode = PolicyMode(policy_mode) if policy_mode is not None else None
-    except ValueError:
-        out.fail(f"unknown policy {policy_mode!r}",
-                 "use --policy " + ", ".join(m.value for m in PolicyMode))
     from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
 
     with _settings(config) as settings:
-        policy = _policy(settings, mode, max_tier)
+        policy = _policy(settings, policy_mode, max_tier)
         target = ledger_path or default_ledger_path()
         try:
             ledger = Ledger(target) if record else None

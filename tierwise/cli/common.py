@@ -7,10 +7,11 @@ them to register their commands.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import ConfigError, Settings, load_settings
 from tierwise.catalog.specs import Complexity, TaskType, Tier
+from tierwise.cli.terminal import safe
 
 if TYPE_CHECKING:
     from tierwise.ledger.store import Ledger
@@ -53,6 +56,103 @@ RecordOption = Annotated[
 ]
 
 
+# typer vendors click (``typer._click``) since 0.2x: reach its base error through a public
+# class rather than the private module, so the handler works whichever click typer uses.
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _suggest(value: str, choices: Sequence[str]) -> str:
+    """``did you mean 'x'? (one of: ...)`` or ``use one of: ...``."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+    listed = ", ".join(choices)
+    return f"did you mean {close[0]!r}? (one of: {listed})" if close else f"use one of: {listed}"
+
+
+def usage_error(exc: Exception) -> tuple[str, str]:
+    """A command-line mistake (typer/click's exception) as the one ``error:`` and ``hint:``.
+
+    A value outside an option's or argument's choices says "did you mean" the closest one.
+    """
+    ctx = getattr(exc, "ctx", None)
+    param = getattr(exc, "param", None)
+    hint = f"see `{ctx.command_path} --help`" if ctx is not None else "see `tierwise --help`"
+    descriptor = getattr(param, "type_descriptor", None)
+    choices = [str(getattr(c, "value", c)) for c in getattr(descriptor, "choices", None) or ()]
+    cause = exc.__cause__
+    if param is not None and choices and isinstance(cause, ValidationError):
+        value = str(cause.errors(include_url=False)[0].get("input", ""))
+        opts = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+        label = opts[0].lstrip("-") if opts else str(param.name)
+        return f"unknown {label} {value!r}", _suggest(value, choices)
+    format_message = getattr(exc, "format_message", None)
+    message = str(format_message() if callable(format_message) else exc)
+    message = message.replace("Value error, ", "")
+    head, sep, tail = message.partition(". Did you mean ")
+    head = head[:1].lower() + head[1:].rstrip(".")  # one style: "error: missing argument ..."
+    return (head, "did you mean " + tail) if sep else (head, hint)
+
+
+def unknown_choice(what: str, value: str, choices: Sequence[str]) -> tuple[str, str]:
+    """The same error and hint as :func:`usage_error` gives a misspelt choice."""
+    return f"unknown {what} {value!r}", _suggest(value, choices)
+
+
+class _Command(TyperCommand):
+    """A command whose flags render as flags in ``--help`` (typer 0.29 adds ``<bool>``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The parameters, flags without a value placeholder."""
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """The ``tierwise`` group: flags shown as flags, and every usage error as error + hint."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The parameters, flags without a value placeholder."""
+        return _plain_flags(super().get_params(ctx))
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Run the command; a usage error prints ``error:`` and ``hint:`` (exit 2)."""
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # the help is already shown
+                out.error(*usage_error(exc))
+            code = int(getattr(exc, "exit_code", 2))
+            if not standalone_mode:
+                raise typer.Exit(code) from None
+        except typer.Abort:
+            out.error("aborted", "")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # shown as nothing, where typer would show "<bool>"
+    return params
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose commands are :class:`_Command` and groups :class:`_Group`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """As ``typer.Typer``, with the tierwise group class."""
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        """As ``typer.Typer.command``, with the tierwise command class."""
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
 class _Output:
     """Console output with every configured secret scrubbed out."""
 
@@ -73,13 +173,18 @@ class _Output:
     def json(self, data: Any) -> None:
         sys.stdout.write(self.scrub(json.dumps(data, indent=2, default=str)) + "\n")
 
-    def fail(self, message: str, hint: str = "", code: int = 2) -> NoReturn:
+    def error(self, message: str, hint: str = "") -> None:
+        """Print ``error: message`` and ``hint: hint`` on stderr, scrubbed and escaped."""
         # soft_wrap: one line however narrow the terminal; escape: a value such as
         # "[bold]" in a bad config must be shown, not taken as rich markup.
         err = Console(stderr=True, highlight=False, soft_wrap=True)
-        err.print(f"[bold red]error:[/] {escape(self.scrub(message))}", markup=True)
+        err.print(f"[bold red]error:[/] {escape(safe(self.scrub(message)))}", markup=True)
         if hint:
-            err.print(f"[dim]hint:[/] {escape(self.scrub(hint))}", markup=True)
+            err.print(f"[dim]hint:[/] {escape(safe(self.scrub(hint)))}", markup=True)
+
+    def fail(self, message: str, hint: str = "", code: int = 2) -> NoReturn:
+        """Print the error and hint, then exit with ``code`` (2: bad input, 1: runtime)."""
+        self.error(message, hint)
         raise typer.Exit(code=code)
 
 

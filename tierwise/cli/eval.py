@@ -199,13 +199,13 @@ def _check_models(router: ModelRouter, models: list[str], operation: TaskType) -
     if unknown:
         out.fail(f"unknown model {unknown[0]!r}", "see `tierwise models` for the catalog keys")
     snapshot = router.snapshot()
-    for model in models:
-        if model not in snapshot.available:
-            why = snapshot.reasons.get(model, "not available")
-            out.fail(f"model {model} cannot be called now: {why}", "run `tierwise doctor`")
+    for model in models:  # what the model cannot do first: it holds whatever runs
         if operation is TaskType.TOOL_USE_FORMATTING and not catalog[model].tools:
             out.fail(f"model {model} has no tool calling, so it cannot format tool calls",
                      "pick models with tool calling (`tierwise models` shows them)")
+        if model not in snapshot.available:
+            why = snapshot.reasons.get(model, "not available")
+            out.fail(f"model {model} cannot be called now: {why}", "run `tierwise doctor`")
     return list(dict.fromkeys(models))
 
 

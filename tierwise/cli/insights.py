@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tierwise.catalog.specs import TaskType
 from tierwise.cli.common import (
+    App,
     ConfigOption,
     JsonOption,
     LedgerOption,
@@ -29,7 +30,7 @@ from tierwise.cli.common import (
 
 __all__ = ["ab_app", "recommend_command"]
 
-ab_app = typer.Typer(
+ab_app = App(
     name="ab",
     help="A/B tests between two models of one operation (policy.operations.<op>.ab).",
     no_args_is_help=True,

@@ -17,9 +17,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import JsonOption, LedgerOption, out
+from tierwise.cli.common import App, JsonOption, LedgerOption, out
 
-router_app: typer.Typer = typer.Typer(
+router_app: typer.Typer = App(
     help="Train and score the learned router (policy mode `learned`).", no_args_is_help=True
 )
 

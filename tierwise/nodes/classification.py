@@ -46,9 +46,11 @@ class ClassificationNode(OperationNode):
         super().__init__(model, name=name, reads=(input_key,), writes=(output_key, "complexity"))
         self.labels = tuple(labels)
         # The model is asked for an enum of exactly these labels, so any answer is valid.
+        # A Literal built at run time is a value to mypy, not a type form: typed as Any.
+        label: Any = Literal[self.labels]
         self.schema = create_model(
             "LabelledInstruction",
-            label=(Literal[self.labels], Field(description="The label.")),
+            label=(label, Field(description="The label.")),
             complexity=(Complexity, Field(description="simple, moderate or complex.")),
         )
 
