@@ -390,3 +390,40 @@ def test_ask_refuses_an_empty_prompt() -> None:
     result = run("ask", "rewriting", "   ")
     assert result.exit_code != 0
     assert "empty" in result.output
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(("args", "error", "hint"), [
+    (["route", "clasification"], "error: unknown operation 'clasification'",
+     "hint: did you mean 'classification'?"),
+    (["ask", "rewritting", "hello"], "error: unknown operation 'rewritting'",
+     "hint: did you mean 'rewriting'?"),
+    (["route", "classification", "-p", "balanc"], "error: unknown policy 'balanc'",
+     "hint: did you mean 'balanced'?"),
+    (["run", "plan a trip", "--policy", "balanc"], "error: unknown policy 'balanc'",
+     "hint: did you mean 'balanced'?"),
+    (["stat"], "error: no such command 'stat'", "hint: did you mean 'stats'?"),
+    (["route", "classification", "--bogus"], "error: no such option: --bogus",
+     "hint: see `tierwise route --help`"),
+    (["ask", "rewriting"], "error: missing argument 'prompt'",
+     "hint: see `tierwise ask --help`"),
+])
+def test_usage_errors_are_one_error_and_one_hint(args: list[str], error: str,
+                                                 hint: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = _error_lines(result)
+    assert len(lines) == 2, result.stderr
+    assert lines[0] == error
+    assert lines[1].startswith(hint)
+    assert "Usage:" not in result.output and "╭" not in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["route"], ["run"], ["ask"], ["router", "train"]])
+def test_flags_render_as_flags_in_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.output
+    assert "<bool>" not in result.output
