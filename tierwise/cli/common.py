@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -115,10 +115,11 @@ class _Group(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+             windows_expand_args: bool = True, **extra: Any) -> Any:
         """Run the command; a usage error prints ``error:`` and ``hint:`` (exit 2)."""
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         except _ClickException as exc:
             if type(exc).__name__ != "NoArgsIsHelpError":  # the help is already shown
                 out.error(*usage_error(exc))
@@ -140,6 +141,9 @@ def _plain_flags(params: list[Any]) -> list[Any]:
     return params
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 class App(typer.Typer):
     """``typer.Typer`` whose commands are :class:`_Command` and groups :class:`_Group`."""
 
@@ -147,7 +151,7 @@ class App(typer.Typer):
         """As ``typer.Typer``, with the tierwise group class."""
         super().__init__(cls=_Group, **kwargs)
 
-    def command(self, *args: Any, **kwargs: Any) -> Any:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
         """As ``typer.Typer.command``, with the tierwise command class."""
         kwargs.setdefault("cls", _Command)
         return super().command(*args, **kwargs)
