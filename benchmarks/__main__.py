@@ -1,11 +1,15 @@
 """``python -m benchmarks``: tierwise against LangChain and LiteLLM, on the simulator.
 
 Runs every peer benchmark (or ``--only NAME``, repeatable), prints each section's rows as
-it finishes and writes ``benchmarks/results/latest.md`` (the table, how it was made, the
-notes) and ``latest.png`` (one chart panel per measurement). ``--quick`` takes fewer
-samples (for the smoke test; its figures are rough). The peers come from the ``bench``
-extra (``pip install -e '.[bench]'``); without LiteLLM its columns say so and the rest
-still runs.
+it finishes and writes ``latest.md`` (the table, how it was made, the notes) and
+``latest.png`` (one chart panel per measurement) into ``--out``: by default
+``benchmarks/results/local/``, which git ignores, so a run leaves the checkout clean. The
+published figures (``benchmarks/results/latest.md``, the README) are copied from a named
+run by hand. Every benchmark runs on its own temporary ledger and data dir
+(:func:`benchmarks._isolation.scratch_state`), whatever the user's own ledger holds.
+``--quick`` takes fewer samples (for the smoke test; its figures are rough). The peers
+come from the ``bench`` extra (``pip install -e '.[bench]'``); without LiteLLM its columns
+say so and the rest still runs.
 
 Nothing leaves 127.0.0.1: every client is pointed at the simulator with a dummy key, and
 an audit hook refuses any other connection or name lookup in this process.
@@ -16,14 +20,13 @@ Benchmarks: selection, overhead, failover, throughput, pipeline.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 
+from benchmarks._isolation import scratch_state
 from benchmarks._offline import REFUSED, guard_network, offline_environment
 
 MODULES = {
@@ -33,7 +36,8 @@ MODULES = {
     "throughput": "benchmarks.free_tier_throughput",
     "pipeline": "benchmarks.pipeline_overhead",
 }
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where a run writes by default: ignored by git (the tracked results are published by hand).
+RESULTS = Path(__file__).resolve().parent / "results" / "local"
 
 
 def _module(name: str) -> ModuleType:
@@ -57,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     guard_network()
     offline_environment()
-    scratch = tempfile.TemporaryDirectory(prefix="tierwise-bench-")
-    # routers built with the default ledger write here, never to the user's own ledger
-    os.environ["TIERWISE_LEDGER"] = str(Path(scratch.name) / "ledger.sqlite3")
+    with scratch_state():
+        return _run(args, names, argv)
+
+
+def _run(args: argparse.Namespace, names: list[str], argv: list[str] | None) -> int:
+    """Run ``names`` and write the results (inside :func:`scratch_state`)."""
     from benchmarks._common import Options
     from benchmarks._report import load_average, markdown_table, write_chart, write_markdown
 
@@ -87,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         load_after=load_average(), seconds=time.perf_counter() - started,
         chart=chart.name if drawn else None, refused=sorted(set(REFUSED)),
     )
-    from tierwise.ledger.store import close_shared_ledgers
-
-    close_shared_ledgers()
-    scratch.cleanup()
     if REFUSED:
         print(f"refused non-loopback connections: {sorted(set(REFUSED))}", file=sys.stderr)
     print(f"\nwrote {args.out / 'latest.md'}" + (f" and {chart}" if drawn else

@@ -10,7 +10,7 @@ number of model calls, and the total wall time of a run. Target: <= 30 s per run
 
 Per-node seconds are the nodes' own latencies; sub-task nodes run concurrently and queue
 on the model's lock, so their sums include waiting and add up to more than their share of
-the wall time.
+the wall time. The pipeline records into a temporary ledger and data dir, not the user's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import time
 from collections import defaultdict
 
+from benchmarks._isolation import scratch_state
 from benchmarks._stats import Spread
 
 DEFAULT_INSTRUCTION = "Plan a three-day team offsite in Lisbon"
@@ -42,7 +43,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     _offline()
+    with scratch_state():
+        _run(args.instruction, args.runs)
 
+
+def _run(instruction: str, runs: int) -> None:
+    """Time ``runs`` runs of the pipeline on ``instruction`` and print the figures."""
     from tierwise import ModelRouter, Policy, build_instruction_pipeline
 
     router = ModelRouter(policy=Policy(mode="local_only"))
@@ -51,9 +57,9 @@ def main() -> None:
     calls: dict[str, int] = {}
     totals: list[float] = []
     models: set[str] = set()
-    for run in range(args.runs):
+    for run in range(runs):
         started = time.perf_counter()
-        out = pipeline.invoke({"instruction": args.instruction})
+        out = pipeline.invoke({"instruction": instruction})
         wall = time.perf_counter() - started
         result = out["result"]
         per_node: dict[str, float] = defaultdict(float)
@@ -69,8 +75,8 @@ def main() -> None:
         print(f"run {run + 1}: {wall:.1f} s, route {result.route}, "
               f"{len(result.plan)} plan steps, {sum(count.values())} model calls")
 
-    print(f"\ninstruction: {args.instruction!r}; models: {', '.join(sorted(models))}")
-    print(f"{'node':<18} {'calls':>5}  seconds per run (median, min-max over {args.runs})")
+    print(f"\ninstruction: {instruction!r}; models: {', '.join(sorted(models))}")
+    print(f"{'node':<18} {'calls':>5}  seconds per run (median, min-max over {runs})")
     for node, values in node_times.items():
         print(f"{node:<18} {calls.get(node, 0):>5}  {Spread.of(values).cell(2)}")
     print(f"\ntotal per run: {Spread.of(totals).text('s', digits=1)} (target <= 30 s)")

@@ -33,6 +33,10 @@ call (the first variant rotating per run) so drift hits them alike. Measured:
    answers is measured with a short tierwise client timeout (``--timeout``, 1 s; the
    default is 60 s) against default clients, which set none.
 
+Routers have no ledger except in the measurements of the ledger's cost (their own temporary
+files), and the process's default ledger and data dir are temporary too: what the user's
+ledger holds (a primary it demoted) does not change the figures, and nothing is left behind.
+
 The load average is printed: on a shared 2-core machine other processes inflate every
 figure; the differences and ratios, measured in the same runs, are what to compare.
 """
@@ -60,6 +64,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
+from benchmarks._isolation import scratch_state
 from benchmarks._stats import Spread
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
@@ -196,7 +201,12 @@ class Bench:
         return self.factory.chat_model(self.catalog.spec(key))
 
     def router(self, primary: str, **kwargs: Any) -> ModelRouter:
-        """A new router (new limiter and breakers) whose candidates are primary, fallback."""
+        """A new router (new limiter and breakers) whose candidates are primary, fallback.
+
+        It has no ledger unless ``ledger=`` says which: a ledger's record demotes a primary
+        that failed in earlier calls, and a "first failover" must start from nothing.
+        """
+        kwargs.setdefault("ledger", None)
         snapshot = Snapshot(available=frozenset({primary, FALLBACK}))
         router = ModelRouter(self.settings, factory=self.factory, snapshot=snapshot, **kwargs)
         router.selector = self.selector
@@ -647,7 +657,9 @@ def main() -> None:
     started = time.perf_counter()
     command = shlex.join(["python", "-m", "benchmarks.router_overhead", *sys.argv[1:]])
     data = scenario(args.retry_after, args.default_retry_after, args.hang)
-    with isolated_environment(), simulator(data, args.in_process) as url:
+    # scratch_state: the routers' default ledger is a fresh one, so a primary that failed in
+    # the user's earlier runs (and is demoted in their ledger) is still called here
+    with isolated_environment(), scratch_state(), simulator(data, args.in_process) as url:
         where = "in-process thread (shares the GIL)" if args.in_process else "separate process"
         print(f"simulator: {url} ({where}), zero latency, OpenAI protocol; {load()}")
         bench = Bench(url, timeout=5.0)

@@ -14,9 +14,10 @@ What it checks, in a real browser engine:
 
 It exits 0 when everything holds, 1 when something does not, 2 for a bad argument.
 
-This is a script, not a test: Chromium is not installed in the development environment
-and cannot be installed in CI, so the test suite (``tests/test_report.py``) checks the page
-by parsing it instead. When no Chromium is found (``chromium``, ``chromium-browser``,
+It needs nothing but a Chromium binary (Debian: ``apt-get install -y chromium``), which it
+starts twice with a fresh profile. The test suite makes the deeper check with Playwright
+(``tests/test_report.py``: chart boxes, every table against the ledger); this script is
+for a report of your own. When no Chromium is found (``chromium``, ``chromium-browser``,
 ``google-chrome``, ``google-chrome-stable`` on ``PATH``) the script says so and exits 0.
 """
 
@@ -28,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -49,12 +51,16 @@ def find_browser() -> str | None:
 def run_browser(browser: str, url: str, *flags: str) -> subprocess.CompletedProcess[str]:
     """Run headless ``browser`` on ``url`` with ``flags``, logging to stderr."""
     command = [browser, "--headless", "--disable-gpu", "--hide-scrollbars",
-               "--window-size=1100,2600", "--enable-logging=stderr", "--v=0", *flags]  # fmt: skip
+               "--window-size=1400,2600", "--enable-logging=stderr", "--v=0",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic", *flags]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--no-sandbox")  # Chromium refuses to run as root with the sandbox
-    return subprocess.run(
-        [*command, url], capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="tierwise-chromium-") as profile:
+        return subprocess.run(
+            [*command, f"--user-data-dir={profile}", url],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
