@@ -14,7 +14,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _own_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from tierwise.ledger.store import LEDGER_ENV, close_shared_ledgers
+    from tierwise.ledger import LEDGER_ENV, close_shared_ledgers
 
     monkeypatch.setenv(LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
     yield

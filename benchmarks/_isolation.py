@@ -44,7 +44,7 @@ def scratch_state() -> Iterator[Path]:
         try:
             yield root
         finally:
-            from tierwise.ledger.store import close_shared_ledgers
+            from tierwise.ledger import close_shared_ledgers
 
             close_shared_ledgers()
             for name, value in saved.items():

@@ -69,7 +69,7 @@ from benchmarks._stats import Spread
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
 from tierwise.catalog.specs import Catalog, Provider, TaskType
-from tierwise.ledger.store import Ledger
+from tierwise.ledger import Ledger
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.availability import DEFAULT_DEMOTION, read_standings
 from tierwise.routing.router import ModelRouter

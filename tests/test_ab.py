@@ -49,9 +49,9 @@ from tierwise.insights.statistics import (
     welch_t_test,
     welch_t_test_samples,
 )
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import JUDGE, Outcome
 from tierwise.ledger.evidence import interval as evidence_interval
-from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Fault, Simulator

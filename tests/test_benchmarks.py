@@ -33,7 +33,7 @@ def failing_user(home: Path) -> dict[str, str]:
     """The environment of a user whose ledgers saw every benchmark model fail, a lot."""
     from benchmarks.router_overhead import bench_catalog
     from tierwise.catalog.specs import load_default_catalog
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
 
     env = {**os.environ, "HOME": str(home), "TIERWISE_LEDGER": str(home / "exported.sqlite3")}
     for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "TIERWISE_ROUTER", "TIERWISE_CONFIG"):
@@ -165,7 +165,7 @@ def test_scratch_state_moves_every_state_path_and_restores_the_environment(
     import platformdirs
 
     from benchmarks._isolation import scratch_state
-    from tierwise.ledger.store import default_ledger_path
+    from tierwise.ledger import default_ledger_path
     from tierwise.routing.steering import default_router_path
 
     monkeypatch.setenv("TIERWISE_LEDGER", str(tmp_path / "mine.sqlite3"))

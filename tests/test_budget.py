@@ -20,7 +20,7 @@ import tierwise.ledger.store as ledger_module
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Limits, ModelSpec, Price, Provider
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard, CapStatus, Reservation
-from tierwise.ledger.store import DAY, Ledger, LedgerRow
+from tierwise.ledger import DAY, Ledger, LedgerRow
 from tierwise.providers.failures import FailureKind, classify
 
 TODAY = 20_000 * DAY  # a UTC midnight
@@ -306,7 +306,7 @@ def test_quota_survives_a_restart(path: Path, clock: Clock) -> None:
 
 _RECORD_FREE = textwrap.dedent("""
     import sys
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
     with Ledger(sys.argv[1]) as ledger:
         ledger.record(LedgerRow(
             float(sys.argv[2]), None, None, None, "classification", "simple", "free_first",

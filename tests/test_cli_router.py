@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from tierwise.cli.app import app
 from tierwise.learning.learned_router import LearnedRouter, feature_ids
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import JUDGE, Outcome
-from tierwise.ledger.store import Ledger
 
 runner = CliRunner()
 WEAK, STRONG = "small/model", "big/model"

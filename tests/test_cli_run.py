@@ -32,7 +32,7 @@ import tierwise.graphs  # noqa: F401 - imports every node class
 from tierwise.catalog.specs import TaskType
 from tierwise.cli.app import app
 from tierwise.cli.run import Progress, default_checkpoints_path
-from tierwise.ledger.store import Ledger
+from tierwise.ledger import Ledger
 from tierwise.nodes.base import OperationNode
 from tierwise.providers.clients import embedded_installed
 from tierwise.testing import ChatRequest, Fault, Reply, Simulator

@@ -29,7 +29,7 @@ from tierwise.catalog.settings import CREDENTIAL_ENV
 from tierwise.catalog.specs import Catalog, TaskType, Tier, load_default_catalog
 from tierwise.cli.app import app
 from tierwise.guards.health import HealthBoard
-from tierwise.ledger.store import OK, Ledger, LedgerRow, Performance
+from tierwise.ledger import OK, Ledger, LedgerRow, Performance
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.availability import DEFAULT_DEMOTION, read_standings
 from tierwise.routing.demotion import DemotionRule

@@ -40,8 +40,8 @@ from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.graphs.pipeline import build_instruction_pipeline
 from tierwise.graphs.steps import step_graph
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import ESCALATION, JUDGE
-from tierwise.ledger.store import Ledger
 from tierwise.nodes import Classification, Rewrite, classification_node, rewriting_node
 from tierwise.nodes.base import ReportEntry
 from tierwise.nodes.context import RunContext

@@ -27,8 +27,8 @@ from tierwise.evaluation.scoring import (
     score_extraction,
     score_tool_call,
 )
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import EVAL
-from tierwise.ledger.store import Ledger
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Selector
 from tierwise.routing.snapshot import Snapshot

@@ -21,8 +21,8 @@ import pytest
 from tierwise.catalog.policy import ABTest, OperationOverride, Policy
 from tierwise.catalog.settings import ConfigError, load_settings
 from tierwise.catalog.specs import Catalog, TaskType, Tier, load_default_catalog
+from tierwise.ledger import SCHEMA_VERSION, Ledger, LedgerRow
 from tierwise.ledger.evidence import EVAL, JUDGE, EvidenceStore, Measured, Outcome, interval
-from tierwise.ledger.store import SCHEMA_VERSION, Ledger, LedgerRow
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.selector import Selector
@@ -275,8 +275,8 @@ def test_an_arm_whose_model_cannot_answer_keeps_its_calls_as_failures(
 def test_training_rows_count_a_failed_validation_as_a_zero(tmp_path: Path) -> None:
     """An invalid answer in the ledger is a verdict on that model for the learned router."""
     from tierwise.catalog.specs import Provider
+    from tierwise.ledger import Attempt
     from tierwise.providers.failures import FailureKind
-    from tierwise.routing.results import Attempt
 
     def attempt(model: str, failure: FailureKind | None) -> Attempt:
         return Attempt(model, Provider.GROQ, Tier.FREE, failure, 0.1)

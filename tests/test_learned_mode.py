@@ -19,7 +19,7 @@ import pytest
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.learning.learned_router import LearnedRouter
-from tierwise.ledger.store import Ledger
+from tierwise.ledger import Ledger
 from tierwise.providers.clients import ProviderFactory
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.snapshot import Snapshot
@@ -107,8 +107,7 @@ def test_a_daily_budget_calibrates_the_share_from_the_call_volume(tmp_path: Path
         budget = Policy(mode="learned", max_cost_per_day=1.0)
         assert steering.share(budget, strong_cost=0.01) == 0.5  # no traffic yet: the default
         from tierwise.catalog.specs import Provider, Tier
-        from tierwise.ledger.store import LedgerRow
-        from tierwise.routing.results import Attempt
+        from tierwise.ledger import Attempt, LedgerRow
 
         ok = Attempt(CHEAP, Provider.GROQ, Tier.FREE, None, 0.1)
         for _ in range(400):

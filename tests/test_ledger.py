@@ -22,12 +22,15 @@ from typing import Any
 import platformdirs
 import pytest
 
-import tierwise.ledger.store as ledger_module
+import tierwise.ledger.journal as journal_module
+import tierwise.ledger.store as store_module
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Provider, Tier
-from tierwise.ledger.store import (
+from tierwise.ledger import (
     DAY,
     LEDGER_ENV,
+    SCHEMA_VERSION,
+    Attempt,
     Health,
     Ledger,
     LedgerError,
@@ -36,11 +39,11 @@ from tierwise.ledger.store import (
     default_ledger_path,
     percentile,
 )
+from tierwise.ledger.rows import journal_body
 from tierwise.providers.failures import FailureKind
-from tierwise.routing.results import Attempt
 
 NOW = 1_750_000_000.0  # a fixed instant; rows carry their own times
-JOURNAL = getattr(ledger_module, "_fcntl", None) is not None  # the journal needs flock
+JOURNAL = journal_module.AVAILABLE  # the journal needs flock
 
 
 def make_row(**fields: Any) -> LedgerRow:
@@ -131,7 +134,7 @@ def test_from_attempt_maps_every_field() -> None:
 def test_wal_mode_schema_version_and_indexes(ledger: Ledger, path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {
             name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
         }
@@ -274,7 +277,7 @@ def test_totals_are_exact_while_threads_record_and_the_writer_commits(
     whose record() had returned before the read and those whose record() had started.
     Rows are dropped from memory aggressively to exercise the re-read path too.
     """
-    monkeypatch.setattr(ledger_module, "_KEEP_MARGIN", 0.0)
+    monkeypatch.setattr(store_module, "_KEEP_MARGIN", 0.0)
     threads, per_thread = 4, 400
     started = done = 0
     counter = threading.Lock()
@@ -357,7 +360,7 @@ def test_requests_survive_a_restart(path: Path) -> None:
 
 _WRITER = textwrap.dedent("""
     import sys, time
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
     path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     provider = {"a": "openai", "b": "groq"}[name]
     print("ready", flush=True)
@@ -375,7 +378,7 @@ _WRITER = textwrap.dedent("""
 
 _READER = textwrap.dedent("""
     import sys
-    from tierwise.ledger.store import Ledger
+    from tierwise.ledger import Ledger
     with Ledger(sys.argv[1]) as ledger:
         print(ledger.spent(since=0), ledger.spent(since=0, provider="openai"),
               ledger.spent(since=0, run_id="run-b"), ledger.requests("model-a", since=0),
@@ -385,7 +388,7 @@ _READER = textwrap.dedent("""
 
 def child_env() -> dict[str, str]:
     """Children import the same tierwise as this test process, wherever pytest runs."""
-    root = str(Path(ledger_module.__file__).resolve().parents[2])
+    root = str(Path(store_module.__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
 
@@ -431,7 +434,7 @@ def test_two_processes_write_concurrently_and_a_third_sees_both(path: Path) -> N
 
 _KILLED = textwrap.dedent("""
     import sys, time
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
     path, mode, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
     # "journal": no batch is committed before the kill, however many rows are recorded.
     ledger = Ledger(path, flush_interval=interval, batch_size=10**9 if mode == "journal" else 200)
@@ -535,8 +538,8 @@ def test_journal_is_emptied_by_commits_and_deleted_on_close(path: Path) -> None:
 def test_a_long_journal_is_rewritten_with_the_pending_rows_only(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_module, "_JOURNAL_LIMIT", 0)
-    real_commit = ledger_module._commit
+    monkeypatch.setattr(journal_module, "_JOURNAL_LIMIT", 0)
+    real_commit = store_module.commit
     with Ledger(path, flush_interval=60) as ledger:
 
         def commit_while_recording(*args: Any, **kwargs: Any) -> int:
@@ -547,9 +550,9 @@ def test_a_long_journal_is_rewritten_with_the_pending_rows_only(
         for i in range(3):
             ledger.record(make_row(node=str(i)))
         (journal,) = Path(f"{path}.journal").glob("*.jsonl")
-        monkeypatch.setattr(ledger_module, "_commit", commit_while_recording)
+        monkeypatch.setattr(store_module, "commit", commit_while_recording)
         assert ledger._write_pending()
-        monkeypatch.setattr(ledger_module, "_commit", real_commit)
+        monkeypatch.setattr(store_module, "commit", real_commit)
         assert [line.split(b"\t")[0] for line in journal.read_bytes().splitlines()] == [
             b"4", b"5",
         ]  # fmt: skip
@@ -559,7 +562,7 @@ def test_a_long_journal_is_rewritten_with_the_pending_rows_only(
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
     ledger = Ledger(sys.argv[1], flush_interval=60)
     ledger.record(LedgerRow(
         0.0, "run", None, "0", "classification", "simple", "balanced", "openai", "gpt-4o",
@@ -595,7 +598,7 @@ def test_a_live_writers_journal_is_not_imported(path: Path) -> None:
 
 
 def _journal_line(seq: int, row: LedgerRow) -> bytes:
-    body = ledger_module._journal_body(row)
+    body = journal_body(row)
     assert body is not None
     return b"%d\t%s\n" % (seq, body)
 
@@ -691,7 +694,7 @@ def test_kill_loses_no_row_older_than_the_flush_interval(path: Path) -> None:
 
 _EXITS = textwrap.dedent("""
     import sys
-    from tierwise.ledger.store import Ledger, LedgerRow
+    from tierwise.ledger import Ledger, LedgerRow
     path, how = sys.argv[1], sys.argv[2]
     ledger = Ledger(path, flush_interval=60)  # only the exit can commit these rows
     for i in range(25):

@@ -34,8 +34,8 @@ from tierwise.insights.recommend import (
     recommend_operation,
     toml_snippet,
 )
+from tierwise.ledger import OK, Ledger, LedgerRow
 from tierwise.ledger.evidence import EVAL, JUDGE, Outcome
-from tierwise.ledger.store import OK, Ledger, LedgerRow
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.snapshot import Snapshot
 from tierwise.testing import Reply, Simulator

@@ -36,7 +36,7 @@ from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.cli.app import app
 from tierwise.insights.failures import outcome_label
 from tierwise.insights.report import bucket_seconds, render_report
-from tierwise.ledger.store import Ledger, LedgerRow, percentile
+from tierwise.ledger import Ledger, LedgerRow, percentile
 from tierwise.routing.results import NoModelAvailable
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.snapshot import Snapshot

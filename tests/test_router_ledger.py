@@ -38,7 +38,7 @@ from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Catalog, ModelSpec, TaskType, Tier
 from tierwise.guards.budget import BudgetExceeded
-from tierwise.ledger.store import Ledger, LedgerRow, day_start
+from tierwise.ledger import Ledger, LedgerRow, day_start
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
 from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS
@@ -518,7 +518,7 @@ _CHILD = textwrap.dedent("""
     import json, sys
     from tierwise.catalog.settings import Credentials, ProviderConfig, Settings
     from tierwise.catalog.specs import Catalog
-    from tierwise.ledger.store import Ledger
+    from tierwise.ledger import Ledger
     from tierwise.catalog.policy import Policy
     from tierwise.routing.router import ModelRouter
     from tierwise.routing.snapshot import Snapshot

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         sqlite_checkpointer,
     )
     from tierwise.learning.learned_router import LearnedRouter
+    from tierwise.ledger import Attempt
     from tierwise.ledger.evidence import EvidenceStore, Outcome
     from tierwise.nodes.context import RunContext
     from tierwise.providers.clients import ProviderFactory, probe
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from tierwise.routing.chat_model import RoutedChatModel, StreamInterrupted
     from tierwise.routing.ensemble import aensemble, ensemble
     from tierwise.routing.results import (
-        Attempt,
         NoModelAvailable,
         RoutedResult,
         StreamChunk,
@@ -83,9 +83,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("EvidenceStore", "Outcome"), "tierwise.ledger.evidence"),
     "LearnedRouter": "tierwise.learning.learned_router",
     **dict.fromkeys(("ProviderFactory", "probe"), "tierwise.providers.clients"),
+    "Attempt": "tierwise.ledger",
     **dict.fromkeys(
-        ("Attempt", "NoModelAvailable", "RoutedResult", "StreamChunk", "StreamEnd",
-         "StreamRestart"),
+        ("NoModelAvailable", "RoutedResult", "StreamChunk", "StreamEnd", "StreamRestart"),
         "tierwise.routing.results",
     ),
     "ModelRouter": "tierwise.routing.router",

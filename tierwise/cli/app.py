@@ -250,7 +250,7 @@ def ask(
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
     from tierwise.guards.budget import BudgetExceeded
-    from tierwise.ledger.store import Ledger, default_ledger_path
+    from tierwise.ledger import Ledger, default_ledger_path
 
     with _settings(config) as settings, (
         Ledger(ledger_path or default_ledger_path()) if record else nullcontext()
@@ -338,7 +338,7 @@ def run(
         )
     except RunFailed as exc:
         out.fail(exc.message, exc.hint, code=exc.code)
-    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
 
     with _settings(config) as settings:
         policy = _policy(settings, policy_mode, max_tier)

@@ -30,7 +30,7 @@ from tierwise.catalog.specs import Complexity, TaskType, Tier
 from tierwise.cli.terminal import safe
 
 if TYPE_CHECKING:
-    from tierwise.ledger.store import Ledger
+    from tierwise.ledger import Ledger
 
 ConfigOption = Annotated[
     Path | None,
@@ -224,7 +224,7 @@ def _policy(settings: Settings, mode: PolicyMode | None, max_tier: Tier | None) 
 
 
 def _open_ledger(path: Path | None) -> Ledger:
-    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
 
     target = path or default_ledger_path()
     if not target.is_file():

@@ -158,7 +158,7 @@ def eval_command(
 ) -> None:
     """Score models on a gold-labelled data set and record the results as quality evidence."""
     from tierwise.evaluation.harness import evaluate
-    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
     from tierwise.routing.router import ModelRouter
 
     sample = _data(data, operation, limit, labels, seed)

@@ -59,7 +59,7 @@ def train(
     from tierwise.learning.learned_router import LearnedRouter
     from tierwise.learning.routellm import load_labelled
     from tierwise.learning.train import train_from_sources
-    from tierwise.ledger.store import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
     from tierwise.routing.steering import default_router_path
 
     target = out_path or default_router_path()

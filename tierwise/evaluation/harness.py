@@ -42,8 +42,8 @@ from tierwise.catalog.specs import Complexity, Provider, TaskType, Tier
 from tierwise.evaluation.datasets import EvalItem, EvalSet
 from tierwise.evaluation.scoring import Score, score
 from tierwise.guards.budget import BudgetExceeded
+from tierwise.ledger import Ledger, percentile
 from tierwise.ledger.evidence import EVAL, EvidenceStore, Outcome, interval
-from tierwise.ledger.store import Ledger, percentile
 from tierwise.nodes.base import OperationNode, ReportEntry
 from tierwise.nodes.classification import classification_node
 from tierwise.nodes.context import RunContext

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Final
 
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import ModelSpec
-from tierwise.ledger.store import DAY, Ledger, day_start
+from tierwise.ledger import DAY, Ledger, day_start
 from tierwise.providers.failures import FailureKind
 
 __all__ = ["BudgetExceeded", "BudgetGuard", "CapStatus", "Reservation"]

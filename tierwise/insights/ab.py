@@ -47,11 +47,11 @@ from tierwise.insights.statistics import (
     two_proportion_z_test,
     welch_t_test,
 )
-from tierwise.ledger.store import OK, LedgerRow, percentile
+from tierwise.ledger import OK, LedgerRow, percentile
 
 if TYPE_CHECKING:
+    from tierwise.ledger import Ledger
     from tierwise.ledger.evidence import Outcome
-    from tierwise.ledger.store import Ledger
 
 __all__ = [
     "A_BETTER",

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tierwise.ledger.store import LedgerRow
+from tierwise.ledger import LedgerRow
 
 __all__ = ["FailureGroup", "failure_groups", "normalise_detail", "outcome_label"]
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from tierwise.catalog.specs import Tier
 from tierwise.insights.failures import failure_groups, outcome_label
-from tierwise.ledger.store import OK, LedgerRow, percentile
+from tierwise.ledger import OK, LedgerRow, percentile
 
 __all__ = ["bucket_seconds", "render_report"]
 

@@ -41,7 +41,7 @@ from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on
 
 from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.catalog.specs import Complexity, TaskType, Tier
-from tierwise.ledger.store import Ledger
+from tierwise.ledger import Ledger
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.ensembles import CombinerKind, combiner_for
 from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement

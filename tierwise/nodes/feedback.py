@@ -26,8 +26,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from tierwise.catalog.specs import TaskType
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import ESCALATION, JUDGE, Outcome
-from tierwise.ledger.store import Ledger
 
 __all__ = ["keep_features", "record_escalation", "record_judgement"]
 

@@ -27,8 +27,8 @@ from typing import Protocol
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import Catalog
 from tierwise.guards.health import HealthBoard
+from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import Measured
-from tierwise.ledger.store import Ledger
 from tierwise.providers.clients import Availability as Probe
 from tierwise.providers.clients import ProbeCache
 from tierwise.routing.demotion import DemotionRule, Evidence, judged_pairs

@@ -19,7 +19,7 @@ __all__ = ["DemotionRule", "Evidence", "judged_pairs"]
 
 
 class Evidence(Protocol):
-    """A model's recent record on one operation (:class:`tierwise.ledger.store.Performance`)."""
+    """A model's recent record on one operation (:class:`tierwise.ledger.queries.Performance`)."""
 
     @property
     def success_rate(self) -> float | None:

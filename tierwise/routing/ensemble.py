@@ -40,7 +40,11 @@ from pydantic import BaseModel
 from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.guards.budget import BudgetExceeded
-from tierwise.routing.results import Attempt, NoModelAvailable, RoutedResult
+from tierwise.ledger import Attempt
+from tierwise.routing.results import (
+    NoModelAvailable,
+    RoutedResult,
+)
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.tokens import Schema
 

@@ -13,10 +13,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from tierwise.catalog.specs import ModelSpec, Provider, TaskType, Tier
-from tierwise.providers.failures import FailureKind
+from tierwise.ledger.rows import Attempt
 
 __all__ = [
-    "Attempt",
     "NoModelAvailable",
     "RoutedResult",
     "StreamChunk",
@@ -24,37 +23,6 @@ __all__ = [
     "StreamEvent",
     "StreamRestart",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try of one candidate: sent to the provider or refused locally, and how it ended."""
-
-    model: str
-    provider: Provider
-    tier: Tier
-    failure: FailureKind | None
-    latency: float
-    detail: str = ""
-    sent: bool = True
-    retry_after: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    time_to_first_token: float | None = None
-    repair: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when this attempt produced the answer."""
-        return self.failure is None
-
-    def describe(self) -> str:
-        """One line for people: ``model (tier): outcome — detail``."""
-        outcome = "ok" if self.failure is None else self.failure.value
-        where = "" if self.sent else ", not sent"
-        detail = f" — {self.detail}" if self.detail else ""
-        return f"{self.model} ({self.tier}{where}): {outcome}{detail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from tierwise.guards.backend import Denied, LimitName
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
-from tierwise.ledger.store import Ledger, LedgerRow, shared_ledger
+from tierwise.ledger import Attempt, Ledger, LedgerRow, shared_ledger
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
 from tierwise.routing.answers import answer_text, parse_raw
@@ -45,7 +45,6 @@ from tierwise.routing.drivers import Call, Notice, Route, Sleep, adrive, alast, 
 from tierwise.routing.prepared import RunnableCache
 from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS, RouteRequest, config_value
 from tierwise.routing.results import (
-    Attempt,
     NoModelAvailable,
     RoutedResult,
     StreamEvent,

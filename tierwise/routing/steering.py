@@ -42,11 +42,11 @@ from langchain_core.messages import BaseMessage, SystemMessage
 
 from tierwise.catalog.policy import ABTest, Policy, PolicyMode
 from tierwise.catalog.specs import ModelSpec, TaskType
-from tierwise.ledger.store import DAY
+from tierwise.ledger import DAY
 
 if TYPE_CHECKING:
     from tierwise.learning.learned_router import LearnedRouter
-    from tierwise.ledger.store import Ledger
+    from tierwise.ledger import Ledger
 
 __all__ = [
     "ROUTER_ENV",

@@ -14,11 +14,11 @@ from typing import Any
 from langchain_core.messages import AIMessage
 
 from tierwise.catalog.specs import ModelSpec
+from tierwise.ledger import Attempt
 from tierwise.providers.failures import Failure, FailureKind, InvalidOutput, classify
 from tierwise.routing.answers import SchemaViolation, accept, answer_text
 from tierwise.routing.drivers import Outcome
 from tierwise.routing.request import RouteRequest
-from tierwise.routing.results import Attempt
 
 __all__ = ["Verdict", "judge", "refused", "repairable"]
 

@@ -37,7 +37,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """
     import os
 
-    from tierwise.ledger.store import LEDGER_ENV
+    from tierwise.ledger import LEDGER_ENV
 
     for name in variables_to_clear(os.environ):
         monkeypatch.delenv(name, raising=False)
