@@ -290,9 +290,14 @@ def test_langchain_app(run_example: RunExample, simulator: Simulator) -> None:
 OFFLINE_TESTS = ["test_pipeline_books_the_table", "test_pipeline_falls_back_on_429_and_503"]
 
 
-def test_offline_testing_runs_as_a_script(run_example: RunExample) -> None:
+def test_offline_testing_runs_as_a_script(run_example: RunExample, tmp_path: Path) -> None:
     out = run_example("offline_testing.py").stdout
     assert out.splitlines() == [f"passed  {name}" for name in OFFLINE_TESTS]
+    # Simulated calls are not the user's: nothing in the (temporary) home's ledger, or any
+    # other tierwise file, for `tierwise stats` to show.
+    home = tmp_path / "home"
+    assert home.is_dir()
+    assert [p for p in home.rglob("*") if "tierwise" in str(p)] == []
 
 
 def _offline_testing() -> ModuleType:

@@ -9,6 +9,7 @@ retries really off (exactly one request reaches the simulator).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import groq
@@ -388,3 +389,22 @@ def test_empty_answer_and_schema_violation(simulator: Simulator, name: str) -> N
         client(simulator, name).with_structured_output(Person).invoke("a person")
     assert "validation error" in str(info.value).lower()
     assert [r.outcome for r in simulator.requests_for(spec)] == ["empty", "schema_violation"]
+
+
+def test_routers_on_simulator_settings_never_write_the_users_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ModelRouter(sim.settings())`` records into a temporary ledger, not the user's."""
+    from tierwise.routing.router import ModelRouter
+    from tierwise.testing import Reply, Simulator
+
+    monkeypatch.delenv("TIERWISE_LEDGER", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    with Simulator() as sim:
+        sim.script("*", Reply.text("hello"))
+        router = ModelRouter(sim.settings())
+        assert router.invoke("rewriting", "say hello").message.content == "hello"
+    assert router.ledger is not None
+    assert router.ledger.path.parent.name.startswith("tierwise-sim-")
+    assert list(tmp_path.rglob("*")) == [], "a file was written under the user's home"

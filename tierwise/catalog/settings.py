@@ -167,6 +167,10 @@ class Settings:
     credentials: Credentials
     providers: Mapping[Provider, ProviderConfig] = field(default_factory=dict)
     source: Path | None = None
+    #: The ledger file routers built on these settings record into when given no ledger
+    #: (``None``: ``$TIERWISE_LEDGER`` or the user data dir). The simulator's settings name
+    #: a temporary one, so simulated calls never reach the user's ``tierwise stats``.
+    ledger: Path | None = None
 
     def base_url(self, provider: Provider) -> str | None:
         """The configured endpoint of ``provider`` (Ollama: ``OLLAMA_HOST`` or default)."""

@@ -19,6 +19,8 @@ What is usable comes from :class:`~.availability.Availability`; the order from t
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -35,7 +37,7 @@ from tierwise.guards.backend import Denied, LimitName
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
-from tierwise.ledger import Attempt, Ledger, LedgerRow, shared_ledger
+from tierwise.ledger import Attempt, Ledger, LedgerError, LedgerRow, shared_ledger
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
 from tierwise.routing.answers import answer_text, parse_raw
@@ -57,6 +59,23 @@ from tierwise.routing.tokens import Schema, estimate_tokens
 from tierwise.routing.verdicts import judge, refused, repairable
 
 __all__ = ["ModelRouter"]
+
+logger = logging.getLogger(__name__)
+
+
+def _default_ledger(settings: Settings) -> Ledger | None:
+    """The shared ledger a router records into by default; ``None`` if it cannot be opened.
+
+    A library must not refuse to route because a home directory is read-only or a ledger
+    file is damaged: the router then keeps no record (day caps and quotas need one) and
+    says so once, as a warning.
+    """
+    try:
+        return shared_ledger(settings.ledger)
+    except (OSError, sqlite3.Error, LedgerError) as exc:
+        logger.warning("tierwise: no ledger, calls are not recorded and day caps are not "
+                       "enforced: %s (set TIERWISE_LEDGER to a writable file)", exc)
+        return None
 
 _REPAIR_PROMPT = (
     "Your previous answer did not match the required JSON schema: {error}\n"
@@ -106,9 +125,10 @@ class ModelRouter:
             ledger: where every attempt is recorded (tokens, cost, latency, outcome) and
                 where the policy's run / day / provider cost caps and free models'
                 daily quotas are read from. ``"default"``: the process's shared ledger
-                at ``$TIERWISE_LEDGER`` or the user data dir (see
-                :func:`~tierwise.ledger.store.shared_ledger`); ``None``: no record,
-                only per-call caps.
+                at ``settings.ledger``, else ``$TIERWISE_LEDGER`` or the user data dir (see
+                :func:`~tierwise.ledger.store.shared_ledger`), or no record with a warning
+                when that file cannot be opened (a read-only home, a corrupt file);
+                ``None``: no record, only per-call caps.
             demotion: with a ledger, how its rolling record of each (operation, model)
                 moves failing or slow models below their same-tier peers (see
                 :class:`~tierwise.routing.demotion.DemotionRule`); ``None``: never.
@@ -131,7 +151,7 @@ class ModelRouter:
             self.limiter.configure(spec.key, spec.limits)
         self._runnables = RunnableCache()
         self._redact = self.settings.credentials.redact
-        self.ledger = shared_ledger() if ledger == "default" else ledger
+        self.ledger = _default_ledger(self.settings) if ledger == "default" else ledger
         self.budget = BudgetGuard(self.ledger)
         #: What is usable now; ``tierwise route`` and ``doctor`` build theirs the same way.
         self.availability = Availability(

@@ -11,10 +11,15 @@ provider points at it with dummy keys.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
+import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -50,6 +55,26 @@ DUMMY_KEYS: Mapping[Provider, str] = {
 @functools.cache
 def _default_catalog() -> Catalog:
     return load_default_catalog()
+
+
+_scratch: list[Path] = []  # the process's temporary directory for simulated ledgers
+_scratch_lock = threading.Lock()
+
+
+def _scratch_ledger() -> Path:
+    """A new ledger path in a temporary directory removed when the process exits."""
+    with _scratch_lock:
+        if not _scratch:
+            _scratch.append(Path(tempfile.mkdtemp(prefix="tierwise-sim-")))
+            atexit.register(_remove_scratch, _scratch[0])
+        return _scratch[0] / f"ledger-{uuid.uuid4().hex}.sqlite3"
+
+
+def _remove_scratch(directory: Path) -> None:
+    from tierwise.ledger.store import close_shared_ledgers
+
+    close_shared_ledgers()  # their rows are committed before the files go
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class Simulator:
@@ -370,13 +395,19 @@ class Simulator:
         }
         return Credentials(**values, ollama_host=self.url, _env_file=None)
 
-    def settings(self, base: Settings | None = None, *, timeout: float | None = None) -> Settings:
+    def settings(self, base: Settings | None = None, *, timeout: float | None = None,
+                 ledger: Path | None = None) -> Settings:
         """Tierwise settings with every hosted provider and Ollama pointed at the simulator.
+
+        Simulated calls are not the user's: a router built on these settings without a
+        ledger of its own records into ``ledger``, by default a new temporary file (removed
+        at exit), never into the user's ledger that ``tierwise stats`` reads.
 
         Args:
             base: Settings to copy catalog and policy from (default: packaged catalog,
                 default policy — no config file is read).
             timeout: Client timeout in seconds (default: the simulator's ``timeout``).
+            ledger: The ledger file routers record into by default (default: temporary).
         """
         seconds = timeout if timeout is not None else self.timeout
         providers = {
@@ -386,7 +417,8 @@ class Simulator:
         credentials = self.credentials()
         if base is None:
             base = Settings(catalog=_default_catalog(), policy=Policy(), credentials=credentials)
-        return base.with_providers(providers, credentials)
+        return replace(base.with_providers(providers, credentials),
+                       ledger=ledger if ledger is not None else _scratch_ledger())
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point tierwise (and plain SDKs) at the simulator."""
