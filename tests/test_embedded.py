@@ -490,3 +490,23 @@ class TestEmbeddedStandard(ChatModelUnitTests):
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+
+# ------------------------------------------------------------ the router, with no keys
+
+
+def test_with_no_keys_the_router_sends_tool_calls_to_the_embedded_model(
+    isolated_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierwise.catalog.settings import load_settings
+    from tierwise.routing.router import ModelRouter
+
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens there
+    router = ModelRouter(load_settings(None), ledger=None)
+    result = router.invoke(
+        "tool_use_formatting", WEATHER, tools=[GetWeather], tool_choice="any",
+        complexity="simple", max_tokens=48,
+    )
+    assert result.model == "smollm2-135m"
+    assert isinstance(result.value, AIMessage)
+    assert [call["name"] for call in result.value.tool_calls] == ["GetWeather"]
