@@ -56,7 +56,7 @@ def test_train_from_a_file_with_aliases_then_score_it(tmp_path: Path) -> None:
         "--alias", f"{WEAK}=groq-llama-3.3-70b", "--alias", f"{STRONG}=gpt-4o",
     ])  # fmt: skip
     assert scored.exit_code == 0, scored.output
-    figures = json.loads(scored.output)
+    figures = json.loads(scored.output)["pair"]
     assert figures["rows"] == 120 and figures["weak_quality"] == 0.5
     assert figures["learned"]["apgr"] >= 0.7 > 0.6 > figures["random"]["apgr"] > 0.4
     table = runner.invoke(app, ["router", "score", str(data), "--router", str(model),
@@ -111,9 +111,78 @@ def test_bad_input_is_one_error_line(tmp_path: Path) -> None:
         (["router", "train", "--incremental", "--out", str(tmp_path / "none.npz")],
          "--incremental needs a trained router"),
         (["router", "score", str(bad), "--router", str(tmp_path / "none.npz")], "error:"),
+        (["router", "score", str(bad), "--cost", "m"], "invalid --cost"),
+        (["router", "score", str(bad), "--cost", "m=-1"], "invalid --cost"),
     ]
     for args, expected in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert expected in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+# Three models, four prompts; A is free, B costs $1 and C $3 per call (hand-computed below).
+#   prompt       A  B  C     the oracle's cheapest right model
+#   easy         1  1  1     A
+#   medium       0  1  1     B
+#   hard         0  0  1     C
+#   impossible   0  0  0     (none: A, the cheapest)
+TINY = [("easy sum of two and two", 1, 1, 1), ("medium integral of x", 0, 1, 1),
+        ("hard proof of the lemma", 0, 0, 1), ("impossible riddle of the sphinx", 0, 0, 0)]
+
+
+def tiny_file(path: Path, *, cost_columns: bool) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", "A", "B", "C"] + (["B_cost", "C_cost", "A_cost"]
+                                                     if cost_columns else []))
+        for prompt, a, b, c in TINY:
+            writer.writerow([prompt, bool(a), bool(b), bool(c)]
+                            + (["1", "3", "0"] if cost_columns else []))
+    return path
+
+
+def test_multi_model_score_hand_computed(tmp_path: Path) -> None:
+    """Single models: A (0, 25 %), B (1, 50 %), C (3, 75 %); range $0-$3.
+
+    random = frontier of the three points, concave already:
+        AIQ = [(0.25 + 0.5) / 2 * 1 + (0.5 + 0.75) / 2 * 2] / 3 = 1.625 / 3 = 0.541667
+    oracle: lam < 1/3 -> (A, B, C, A): cost 1.0, quality 75 %; 1/3 < lam < 1 -> the hard
+    prompt goes to A: cost 0.25, quality 50 %; lam > 1 -> all A: (0, 25 %). Frontier
+    (0, .25) (.25, .5) (1, .75), flat to 3:
+        AIQ = [.375 * .25 + .625 * .75 + .75 * 2] / 3 = 2.0625 / 3 = 0.6875
+    """
+    router = LearnedRouter(semantic=False).fit([p for p, *_ in TINY], {
+        "A": [a for _, a, _, _ in TINY], "B": [b for *_, b, _ in TINY],
+        "C": [c for *_, c in TINY]}, calibrate=False)  # fmt: skip
+    model = router.save(tmp_path / "r.npz")
+    by_column = tiny_file(tmp_path / "cols.csv", cost_columns=True)
+    by_option = tiny_file(tmp_path / "plain.csv", cost_columns=False)
+    options = ["--cost", "A=0", "--cost", "B=1", "--cost", "C=3"]
+    for file, extra in ((by_column, []), (by_option, options)):
+        result = runner.invoke(app, ["router", "score", str(file), "--router", str(model),
+                                     "--json", *extra])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.output)
+        assert payload["pair"] is None  # three models: no strong/weak pair named
+        multi = payload["multi"]
+        assert multi["rows"] == 4 and multi["cost_range"] == [0.0, 3.0]
+        assert multi["models"] == {"A": {"cost": 0.0, "quality": 0.25},
+                                   "B": {"cost": 1.0, "quality": 0.5},
+                                   "C": {"cost": 3.0, "quality": 0.75}}  # fmt: skip
+        assert multi["random"]["frontier"] == [[0.0, 0.25], [1.0, 0.5], [3.0, 0.75]]
+        assert abs(multi["random"]["aiq"] - 1.625 / 3) < 1e-12
+        assert multi["oracle"]["frontier"] == [[0.0, 0.25], [0.25, 0.5], [1.0, 0.75]]
+        assert abs(multi["oracle"]["aiq"] - 0.6875) < 1e-12
+        learned = multi["learned"]
+        assert 0.0 < learned["aiq"] <= multi["oracle"]["aiq"] + 1e-12
+        assert learned["points"][0][0] == 0.0  # the sweep starts at cost weight 0
+    table = runner.invoke(app, ["router", "score", str(by_option), "--router", str(model),
+                                *options])  # fmt: skip
+    assert table.exit_code == 0, table.output
+    assert "AIQ" in table.output and "0.688" in table.output and "0.542" in table.output
+    missing = runner.invoke(app, ["router", "score", str(by_option), "--router", str(model)])
+    assert missing.exit_code == 2 and "--cost MODEL=USD" in missing.output
+    unknown = runner.invoke(app, ["router", "score", str(by_option), "--router", str(model),
+                                  "--cost", "Z=1", "--cost", "A=0"])  # fmt: skip
+    assert unknown.exit_code == 2 and "no model column" in unknown.output

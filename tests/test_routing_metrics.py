@@ -103,3 +103,28 @@ def test_bad_shapes_are_errors() -> None:
         evaluate([0.1, 0.2, 0.3], [1, 0], [0, 1])
     with pytest.raises(ValueError, match="no prompts"):
         evaluate([], [], [])
+
+
+def test_frontier_and_aiq_of_a_router_hand_computed() -> None:
+    """Three models (A free, B $1, C $3), four prompts; the router mistakes which is hard.
+
+    Outcomes (A, B, C): (1,1,1) (0,1,1) (0,0,1) (0,0,0); the router predicts the third
+    hopeless and the fourth needing C. lam < 1/3: picks A, B, A, C -> cost 1.0, quality
+    50 %; 1/3 < lam < 1: the fourth goes to A -> (0.25, 50 %); lam > 1: all A -> (0, 25 %).
+    Frontier (0, .25) (.25, .5), flat to $3: AIQ = (.375 * .25 + .5 * 2.75) / 3 = 0.489583,
+    below random (0.541667) although it costs less at each quality: AIQ rewards the range.
+    """
+    from tierwise.learning.frontier import score_models
+
+    quality = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]], dtype=float)
+    predicted = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 0], [0, 0, 1]], dtype=float)
+    costs = np.tile([0.0, 1.0, 3.0], (4, 1))
+    names = "ABC"
+    result = score_models(predicted, {m: quality[:, j] for j, m in enumerate(names)},
+                          {m: costs[:, j] for j, m in enumerate(names)})  # fmt: skip
+    assert [(c, q) for _, c, q in result.router.points] == [
+        (1.0, 0.5), (0.25, 0.5), (0.25, 0.5), (0.0, 0.25)]
+    assert result.router.hull == ((0.0, 0.25), (0.25, 0.5))
+    assert abs(result.router.aiq - (0.375 * 0.25 + 0.5 * 2.75) / 3) < 1e-12
+    assert abs(result.random.aiq - 1.625 / 3) < 1e-12
+    assert abs(result.oracle.aiq - 0.6875) < 1e-12

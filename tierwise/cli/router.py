@@ -5,14 +5,16 @@ RouteLLM's column format and from the ledger's own judged calls — and writes i
 the router looks (``$TIERWISE_ROUTER`` or the user data dir) unless told otherwise.
 ``--incremental`` continues the existing router on the ledger outcomes recorded since it
 was written. ``score`` prints RouteLLM's figures (APGR, CPT(50 %), CPT(80 %)) beside
-random and oracle routing for any labelled file.
+random and oracle routing for a two-model labelled file, and for N models with a cost
+each (``<model>_cost`` columns or ``--cost MODEL=USD``) the cost-quality frontier the
+router traces as its cost weight moves, its AIQ, each model's point, random and oracle.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -121,33 +123,83 @@ def score(
     strong: Annotated[str | None, typer.Option(help="The strong model's column.")] = None,
     weak: Annotated[str | None, typer.Option(help="The weak model's column.")] = None,
     alias: AliasOption = None,
+    cost: Annotated[
+        list[str] | None,
+        typer.Option("--cost", help="MODEL=USD: that model column costs USD per call "
+                     "(else its <model>_cost column); repeatable. Models with a cost are "
+                     "scored together: frontier and AIQ."),
+    ] = None,  # fmt: skip
     as_json: JsonOption = False,
 ) -> None:
-    """APGR, CPT(50%), CPT(80%) of the learned router vs random and oracle on FILE."""
+    """RouteLLM's APGR/CPT for two models; the cost-quality frontier and AIQ for N with costs."""
     from tierwise.learning.train import score_file
 
     aliases = dict(_alias(a) for a in alias or [])
+    costs = dict(_cost(c) for c in cost or [])
     try:
-        result = score_file(file, router_path, strong=strong, weak=weak, aliases=aliases)
+        result = score_file(file, router_path, strong=strong, weak=weak, aliases=aliases,
+                            costs=costs)  # fmt: skip
     except (OSError, ValueError) as exc:
-        out.fail(str(exc), "see `tierwise router score --help`")
+        out.fail(str(exc), "name --strong and --weak for two models, or give each model a "
+                 "cost (--cost MODEL=USD or <model>_cost columns)")  # fmt: skip
     if as_json:
         out.json(result)
         return
-    out.line(f"{file}: {result['rows']} prompts; weak {result['weak']} "
-             f"{result['weak_quality']:.1%}, strong {result['strong']} "
-             f"{result['strong_quality']:.1%}")  # fmt: skip
-    table = Table()
-    for column in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
-        table.add_column(column)
-    for name in ("learned", "random", "oracle"):
-        figures = result[name]
-        table.add_row(name, f"{figures['apgr']:.3f}", f"{figures['cpt50']:.1%}",
-                      f"{figures['cpt80']:.1%}")  # fmt: skip
-    out.table(table)
+    if result["pair"] is not None:
+        _print_pair(file, result["pair"])
+    if result["multi"] is not None:
+        _print_multi(file, result["multi"])
     seen = result.get("seen_in_training")
     if seen:
         out.line(f"note: {seen} of these prompts were in the router's training split")
+
+
+def _print_pair(file: Path, pair: dict[str, Any]) -> None:
+    out.line(f"{file}: {pair['rows']} prompts; weak {pair['weak']} "
+             f"{pair['weak_quality']:.1%}, strong {pair['strong']} "
+             f"{pair['strong_quality']:.1%}")  # fmt: skip
+    table = Table()
+    for column in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+        table.add_column(column)
+    for name in ("learned", "unguarded", "random", "oracle"):
+        figures = pair[name]
+        table.add_row(name, f"{figures['apgr']:.3f}", f"{figures['cpt50']:.1%}",
+                      f"{figures['cpt80']:.1%}")  # fmt: skip
+    out.table(table)
+    if pair["guarded"]:
+        out.line(f"the guard kept the chain order for {pair['guarded']} prompts unlike the "
+                 "router's training data ('unguarded': the router's own pick everywhere)")
+
+
+def _print_multi(file: Path, multi: dict[str, Any]) -> None:
+    low, high = multi["cost_range"]
+    out.line(f"{file}: {multi['rows']} prompts, {len(multi['models'])} models with a cost; "
+             f"AIQ = mean quality on the frontier over ${low:.6g}-${high:.6g} per prompt")
+    models = Table(title="single models")
+    for column in ("model", "cost/prompt", "quality"):
+        models.add_column(column)
+    for name, point in multi["models"].items():
+        models.add_row(name, f"${point['cost']:.6g}", f"{point['quality']:.1%}")
+    out.table(models)
+    table = Table(title="cost-quality frontier")
+    for column in ("router", "AIQ", "frontier (cost/prompt -> quality)"):
+        table.add_column(column)
+    for name in ("learned", "random", "oracle"):
+        curve = multi[name]
+        points = ", ".join(f"${c:.4g}->{q:.1%}" for c, q in curve["frontier"])
+        table.add_row(name, f"{curve['aiq']:.3f}", points)
+    out.table(table)
+
+
+def _cost(text: str) -> tuple[str, float]:
+    model, sep, usd = text.rpartition("=")
+    try:
+        value = float(usd)
+    except ValueError:
+        value = -1.0
+    if not sep or not model or not value >= 0.0:
+        out.fail(f"invalid --cost {text!r}", "use MODEL=USD, e.g. --cost gpt-4o=0.01")
+    return model, value
 
 
 def _alias(text: str) -> tuple[str, str]:

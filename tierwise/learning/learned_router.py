@@ -1,252 +1,130 @@
-"""A CPU-only learned router: per-model logistic regression on hashed n-gram features.
+"""A CPU-only learned router: per-model logistic heads on n-gram and semantic features.
 
 The model predicts, for a prompt, each model's probability of a good answer; a routing
-decision takes the candidate with the best ``p(good) - lam * cost``. Only numpy is used:
-the sparse feature rows, the training loop and persistence are written here.
+decision takes the candidate with the best ``p(good) - lam * cost`` — unless the guard
+says the router knows too little about this prompt, when the policy's chain order is kept
+(:meth:`LearnedRouter.decide`). Only numpy is used: the features are in
+:mod:`tierwise.learning.features`, persistence in :mod:`tierwise.learning.router_file`.
 
-Features (:func:`feature_ids`): lowercase word unigrams and bigrams, and character 3-5
-grams of each word padded with one space either side (as scikit-learn's ``char_wb``), each
-hashed with ``zlib.crc32`` of its utf-8 bytes (stable across processes and Python
-versions, unlike ``hash``) into ``buckets`` ids. A prompt's row is its ids' sublinear term
-frequency ``1 + log(count)`` times an IDF learned by :meth:`LearnedRouter.fit`,
-L2-normalised. The ledger may keep the ids (never the text) so that a router can retrain
-from recorded usage: every method that takes a prompt also takes its id array.
+Columns of a row: the TF-IDF hashed n-grams and two length columns; with the semantic
+extra, the prompt's unit vector (:mod:`tierwise.learning.semantic`, times
+``semantic_weight``) and a one-hot of its nearest training cluster (k-means on the
+training prompts' vectors), so a head can learn that one region of meaning is hard for a
+model although no word of it was seen in training.
 
-Why this model: on RouteLLM's GSM8K and MMLU data (see ``benchmarks/routing_quality.py``)
-a linear model on character n-grams picks up the subject and the kind of question, which
-is what predicts whether the cheaper model fails; it trains in seconds on two CPUs and a
-decision costs tens of microseconds. One logistic head per model (trained jointly, full
-batch, with Adam and an L2 penalty) keeps any number of models and lets a head be missing
-for a model without routing data.
+Why this model: on RouteLLM's GSM8K and MMLU data (``benchmarks/routing_quality.py``) a
+linear model on character n-grams picks up the subject and the kind of question, which
+is what predicts whether the cheaper model fails; it trains in seconds on two CPUs. The
+semantic columns carry that knowledge to wordings the n-grams never saw. One logistic
+head per model (trained jointly, full batch, with Adam and an L2 penalty) keeps any
+number of models and lets a head be missing for a model without routing data.
+
+The guard: n-gram *coverage* (share of the prompt's distinct n-gram ids seen in training)
+and semantic *similarity* (cosine to the nearest training cluster) are compared with
+floors set at :data:`GUARD_QUANTILE` of prompts held out of training; a prompt below
+either floor is "unlike anything the router was trained on". A prompt whose best pick
+gains less than ``margin`` over the chain's first candidate is "not confident". Both keep
+the chain order, so the router never does worse there than the chain it steers.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
-import numpy.typing as npt
+
+from tierwise.learning.features import (
+    DEFAULT_BUCKETS,
+    LENGTH_BINS,
+    LENGTH_L2_SCALE,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    Prompt,
+    SparseRows,
+    append_columns,
+    count_rows,
+    feature_ids,
+    length_columns,
+    semantic_vector,
+    split_ids,
+    tfidf,
+)
+from tierwise.learning.semantic import StaticEmbedder
 
 __all__ = [
     "DEFAULT_BUCKETS",
-    "FORMAT",
+    "GUARD_QUANTILE",
+    "Decision",
     "LearnedRouter",
     "SparseRows",
     "feature_ids",
 ]
 
-DEFAULT_BUCKETS = 1 << 18
-"""Hash space of :func:`feature_ids` (2**18 ids)."""
-
-FORMAT = "tierwise.learned-router/1"
-"""The ``format`` field of a saved router's metadata; :meth:`LearnedRouter.load` checks it."""
-
 UNKNOWN_PRIOR = 0.5
 """p(good) of a candidate with neither a trained head nor a known training-set mean."""
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-Prompt = str | npt.NDArray[np.integer[Any]]
-"""A prompt's text, or its :func:`feature_ids`."""
+GUARD_QUANTILE = 0.02
+"""Share of held-out in-distribution prompts the novelty guard may turn away."""
 
-_WORD = re.compile(r"\w+")
-_CHAR_SIZES = (3, 4, 5)
 _CALIBRATION_ROWS = 2000
-LENGTH_BINS = 32
-LENGTH_L2_SCALE = 0.01
-"""Columns after the hashed buckets that encode the log number of feature ids."""
-
-
-def _bucket(key: str, buckets: int) -> int:
-    return zlib.crc32(key.encode("utf-8")) % buckets
-
-
-@lru_cache(maxsize=262_144)
-def _word_ids(word: str, buckets: int) -> tuple[int, ...]:
-    """The word-unigram id and the ``char_wb`` 3-5 gram ids of one lowercase word."""
-    ids = [_bucket("w:" + word, buckets)]
-    padded = f" {word} "
-    for size in _CHAR_SIZES:
-        ids.extend(
-            _bucket("c:" + padded[i : i + size], buckets) for i in range(len(padded) - size + 1)
-        )
-    return tuple(ids)
-
-
-def feature_ids(text: str, *, buckets: int = DEFAULT_BUCKETS) -> IntArray:
-    r"""Hashed feature ids of a prompt, one per occurrence (repeats are counts).
-
-    Word unigrams and bigrams (``\w+`` runs of the lowercased text) and character 3-5
-    grams within word boundaries, hashed with ``zlib.crc32`` so that the ids are the same
-    in every process; a ledger may store them instead of the prompt.
-
-    Args:
-        text: The prompt.
-        buckets: Size of the hash space; must match the router's.
-
-    Returns:
-        An int64 array of ids in ``[0, buckets)``, in no particular order.
-
-    Example:
-        >>> ids = feature_ids("Hello world")
-        >>> bool((ids == feature_ids("hello   WORLD")).all())
-        True
-        >>> int(ids.min()) >= 0 and int(ids.max()) < DEFAULT_BUCKETS
-        True
-    """
-    words = _WORD.findall(text.lower())
-    ids: list[int] = []
-    for word in words:
-        ids.extend(_word_ids(word, buckets))
-    ids.extend(_bucket(f"b:{a} {b}", buckets) for a, b in zip(words, words[1:], strict=False))
-    return np.fromiter(ids, dtype=np.int64, count=len(ids))
+_KMEANS_STEPS = 12
 
 
 @dataclass(frozen=True, slots=True)
-class SparseRows:
-    """Rows of a sparse matrix in CSR form: row ``i`` is ``indices/data[indptr[i]:indptr[i+1]]``.
+class Decision:
+    """A routing decision and why.
 
     Attributes:
-        indptr: ``n_rows + 1`` offsets into ``indices`` and ``data``.
-        indices: Column (bucket) ids, unique within a row.
-        data: The values.
-        width: Number of columns.
+        choice: The model key that should lead the chain.
+        learned: False when the guard kept the chain's first candidate.
+        why: One line for the steering reason.
     """
 
-    indptr: IntArray
-    indices: IntArray
-    data: FloatArray
-    width: int
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows."""
-        return len(self.indptr) - 1
-
-    def row_ids(self) -> IntArray:
-        """The row of each stored value."""
-        return np.repeat(np.arange(self.n_rows, dtype=np.int64), np.diff(self.indptr))
-
-    def dot(self, weights: FloatArray, rows: IntArray | None = None) -> FloatArray:
-        """``X @ weights`` for a ``(width, k)`` weight matrix: an ``(n_rows, k)`` array."""
-        rows = self.row_ids() if rows is None else rows
-        out = np.empty((self.n_rows, weights.shape[1]))
-        for k in range(weights.shape[1]):
-            out[:, k] = np.bincount(
-                rows, weights=self.data * weights[self.indices, k], minlength=self.n_rows
-            )
-        return out
-
-    def tdot(self, residuals: FloatArray, rows: IntArray | None = None) -> FloatArray:
-        """``X.T @ residuals`` for an ``(n_rows, k)`` array: a ``(width, k)`` array."""
-        rows = self.row_ids() if rows is None else rows
-        out = np.empty((self.width, residuals.shape[1]))
-        for k in range(residuals.shape[1]):
-            out[:, k] = np.bincount(
-                self.indices, weights=self.data * residuals[rows, k], minlength=self.width
-            )
-        return out
-
-    def take(self, which: IntArray) -> SparseRows:
-        """The rows ``which``, in that order."""
-        starts, ends = self.indptr[which], self.indptr[which + 1]
-        lengths = ends - starts
-        indptr = np.zeros(len(which) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        offsets = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-        return SparseRows(indptr, self.indices[offsets], self.data[offsets], self.width)
-
-
-def _count_rows(id_rows: Sequence[npt.NDArray[np.integer[Any]]], buckets: int) -> SparseRows:
-    """CSR rows of per-row id counts (``data`` = count of each distinct id in the row)."""
-    lengths = np.fromiter((len(r) for r in id_rows), dtype=np.int64, count=len(id_rows))
-    flat = (
-        np.concatenate([np.asarray(r, dtype=np.int64) for r in id_rows])
-        if len(id_rows)
-        else np.zeros(0, dtype=np.int64)
-    )
-    if flat.size and (flat.min() < 0 or flat.max() >= buckets):
-        raise ValueError(f"feature ids must lie in [0, {buckets})")
-    rows = np.repeat(np.arange(len(id_rows), dtype=np.int64), lengths)
-    keys, counts = np.unique(rows * buckets + flat, return_counts=True)
-    new_rows = keys // buckets
-    indptr = np.zeros(len(id_rows) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(new_rows, minlength=len(id_rows)), out=indptr[1:])
-    return SparseRows(indptr, keys % buckets, counts.astype(np.float64), buckets)
-
-
-def _length_columns(n_ids: FloatArray) -> tuple[IntArray, FloatArray]:
-    """Two length columns per row, as ``(n, 2)`` offsets and weights.
-
-    ``t = 2 * log2(1 + n_ids)`` placed between its two neighbouring integer bins with
-    linear weights, so each head learns a piecewise-linear function of log length.
-    """
-    t = np.clip(2.0 * np.log2(1.0 + n_ids), 0.0, LENGTH_BINS - 1.000001)
-    low = np.floor(t).astype(np.int64)
-    frac = t - low
-    return np.stack([low, low + 1], axis=1), np.stack([1.0 - frac, frac], axis=1)
-
-
-def _tfidf(counts: SparseRows, idf: FloatArray) -> SparseRows:
-    """Sublinear TF times IDF, each row L2-normalised, plus its two length columns.
-
-    The result is ``LENGTH_BINS`` columns wider than ``counts``: the length columns
-    follow the hashed buckets.
-    """
-    values = (1.0 + np.log(counts.data)) * idf[counts.indices]
-    rows = counts.row_ids()
-    n = counts.n_rows
-    norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=n))
-    norms[norms == 0] = 1.0
-    n_ids = np.bincount(rows, weights=counts.data, minlength=n).astype(np.float64)
-    columns, weights = _length_columns(n_ids)
-    indptr = counts.indptr + 2 * np.arange(n + 1, dtype=np.int64)
-    indices = np.empty(indptr[-1], dtype=np.int64)
-    data = np.empty(indptr[-1])
-    old = np.arange(counts.indices.size) + 2 * rows
-    indices[old] = counts.indices
-    data[old] = values / norms[rows]
-    tail = indptr[1:, None] - np.array([2, 1])
-    indices[tail] = counts.width + columns
-    data[tail] = weights
-    return SparseRows(indptr, indices, data, counts.width + LENGTH_BINS)
+    choice: str
+    learned: bool
+    why: str
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
 class LearnedRouter:
     """Per-model probability of a good answer from a prompt, and the routing decision.
 
-    One logistic-regression head per model over the TF-IDF hashed features of
-    :func:`feature_ids`; heads are trained jointly, full batch, with Adam and an L2
-    penalty (full batch because a numpy epoch over ~10 M stored values costs ~0.2 s,
-    and Adam because it needs no step-size tuning per data set). An outcome may be NaN
-    (that model was not tried on that prompt): it is left out of that model's loss only.
+    Heads are trained jointly, full batch, with Adam and an L2 penalty (full batch because
+    a numpy epoch over the whole split is cheap, and Adam because it needs no step-size
+    tuning per data set). An outcome may be NaN (that model was not tried on that prompt):
+    it is left out of that model's loss only.
 
     The defaults (``l2`` 3e-4, step 0.1, 25 steps) were chosen on validation slices carved
-    from the RouteLLM GSM8K + MMLU training parts (three seeds, 25 % each; the held-out
-    test parts never used): the lower penalty gave about +0.02 APGR on MMLU in every fold.
+    from the RouteLLM GSM8K + MMLU training parts (the held-out test parts never used).
 
     Args:
-        buckets: Hash space of the features.
+        buckets: Hash space of the n-gram features.
         l2: L2 penalty on the weights (per unit of mean loss).
         epochs: Full-batch Adam steps of :meth:`fit`.
         learning_rate: Adam step size.
-        seed: Seed of the calibration sample drawn by :meth:`fit`.
+        seed: Seed of the calibration sample and the clusters drawn by :meth:`fit`.
+        semantic: Use the semantic features (None: when the ``semantic`` extra is installed).
+        clusters: Number of k-means clusters of the semantic vectors.
+        semantic_weight: Scale of the semantic vector's columns.
+        margin: The least gain in ``p(good) - lam * cost`` for which :meth:`decide` moves
+            another candidate before the chain's first.
 
     Example:
         >>> texts = ["add two numbers", "prove the theorem"] * 20
-        >>> router = LearnedRouter(epochs=60).fit(
+        >>> router = LearnedRouter(epochs=60, semantic=False).fit(
         ...     texts, {"small": [1.0, 0.0] * 20, "large": [1.0, 1.0] * 20}
         ... )
         >>> router.choose("add numbers", [("small", 0.0), ("large", 0.01)], lam=10.0)
@@ -263,6 +141,10 @@ class LearnedRouter:
         epochs: int = 25,
         learning_rate: float = 0.1,
         seed: int = 0,
+        semantic: bool | None = None,
+        clusters: int = 32,
+        semantic_weight: float = 1.0,
+        margin: float = 0.02,
     ) -> None:
         """Create an untrained router (see the class docstring for the arguments)."""
         if buckets < 2:
@@ -272,26 +154,110 @@ class LearnedRouter:
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.seed = seed
+        self.clusters = clusters
+        self.semantic_weight = semantic_weight
+        self.margin = margin
+        embedder = StaticEmbedder.default() if semantic is not False else None
+        if semantic and embedder is None:
+            raise ValueError("semantic features need the `tokenizers` package "
+                             "(pip install 'tierwise[semantic]')")  # fmt: skip
+        self.dimensions = embedder.dimensions if embedder is not None else 0
         self.keys: tuple[str, ...] = ()
         self.priors: dict[str, float] = {}
         self.idf: FloatArray = np.ones(buckets)
-        self.weights: FloatArray = np.zeros((buckets + LENGTH_BINS, 0))
+        self.seen: BoolArray = np.zeros(buckets, dtype=bool)
+        self.centroids: FloatArray = np.zeros((0, self.dimensions))
+        self.weights: FloatArray = np.zeros((self.width, 0))
         self.bias: FloatArray = np.zeros(0)
         self.calibration: FloatArray = np.zeros((0, 0))
+        self.coverage_floor = 0.0
+        self.similarity_floor = -1.0
         self.trained_rows = 0
+
+    @property
+    def semantic(self) -> bool:
+        """Whether the router reads the semantic vector (else n-gram features only)."""
+        return self.dimensions > 0
+
+    @property
+    def width(self) -> int:
+        """Number of columns: hashed buckets, length, semantic vector, clusters."""
+        return self.buckets + LENGTH_BINS + self.dimensions + len(self.centroids)
 
     # ------------------------------------------------------------------ features
     def ids(self, prompt: Prompt) -> IntArray:
-        """The feature ids of a prompt (text is hashed; an id array is checked and kept)."""
+        """The feature ids of a prompt (text is featurised; an id array is checked and kept)."""
         if isinstance(prompt, str):
-            return feature_ids(prompt, buckets=self.buckets)
+            return feature_ids(prompt, buckets=self.buckets, semantic=self.semantic)
         ids = np.asarray(prompt, dtype=np.int64)
         if ids.ndim != 1:
             raise ValueError("a prompt's feature ids must be a 1-d array")
         return ids
 
-    def _counts(self, prompts: Sequence[Prompt]) -> SparseRows:
-        return _count_rows([self.ids(p) for p in prompts], self.buckets)
+    def _parts(self, prompts: Sequence[Prompt]) -> tuple[SparseRows, FloatArray, BoolArray]:
+        """Hashed id counts, semantic vectors and which rows have one."""
+        hashed, vectors = [], np.zeros((len(prompts), self.dimensions))
+        has = np.zeros(len(prompts), dtype=bool)
+        for i, prompt in enumerate(prompts):
+            grams, semantic = split_ids(self.ids(prompt))
+            hashed.append(grams)
+            if self.dimensions and semantic.size:
+                vector = semantic_vector(semantic, self.dimensions)
+                if vector is not None:
+                    vectors[i], has[i] = vector, True
+        return count_rows(hashed, self.buckets), vectors, has
+
+    def _design(self, counts: SparseRows, vectors: FloatArray, has: BoolArray) -> SparseRows:
+        rows = tfidf(counts, self.idf)
+        if not self.dimensions:
+            return rows
+        n = counts.n_rows
+        columns = np.tile(np.arange(self.dimensions, dtype=np.int64), (n, 1))
+        rows = append_columns(rows, columns, vectors * self.semantic_weight, self.dimensions)
+        k = len(self.centroids)
+        if k:
+            nearest = np.argmax(vectors @ self.centroids.T, axis=1)[:, None]
+            rows = append_columns(rows, nearest, has[:, None].astype(np.float64), k)
+        return rows
+
+    def _rows(self, prompts: Sequence[Prompt]) -> SparseRows:
+        return self._design(*self._parts(prompts))
+
+    # ------------------------------------------------------------------ the guard
+    def _coverage(self, counts: SparseRows, seen: BoolArray) -> FloatArray:
+        rows = counts.row_ids()
+        total = np.bincount(rows, minlength=counts.n_rows)
+        known = np.bincount(rows, weights=seen[counts.indices], minlength=counts.n_rows)
+        return np.where(total > 0, known / np.maximum(total, 1), 0.0)
+
+    def _similarity(self, vectors: FloatArray, has: BoolArray) -> FloatArray:
+        if not len(self.centroids):
+            return np.full(len(vectors), np.nan)
+        best = (vectors @ self.centroids.T).max(axis=1)
+        return np.where(has, best, np.nan)
+
+    def familiarity(self, prompts: Sequence[Prompt]) -> tuple[FloatArray, FloatArray]:
+        """``(coverage, similarity)`` per prompt (similarity NaN without a semantic vector)."""
+        self._require_trained()
+        counts, vectors, has = self._parts(prompts)
+        return self._coverage(counts, self.seen), self._similarity(vectors, has)
+
+    def familiar(self, prompts: Sequence[Prompt]) -> BoolArray:
+        """Which prompts pass the novelty guard (see the module docstring)."""
+        coverage, similarity = self.familiarity(prompts)
+        close = np.where(np.isnan(similarity), True, similarity >= self.similarity_floor)
+        return (coverage >= self.coverage_floor) & close
+
+    def _novelty(self, ids: IntArray) -> str:
+        """Why a prompt fails the guard, or ``""`` when it passes."""
+        coverage, similarity = self.familiarity([ids])
+        if coverage[0] < self.coverage_floor:
+            return (f"{coverage[0]:.0%} of its n-grams seen in training, "
+                    f"floor {self.coverage_floor:.0%}")  # fmt: skip
+        if not np.isnan(similarity[0]) and similarity[0] < self.similarity_floor:
+            return (f"similarity {similarity[0]:.2f} to the nearest training cluster, "
+                    f"floor {self.similarity_floor:.2f}")  # fmt: skip
+        return ""
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -301,17 +267,18 @@ class LearnedRouter:
         *,
         calibrate: bool = True,
     ) -> Self:
-        """Learn the IDF and one head per model from scratch.
+        """Learn the IDF, the clusters, the guard's floors and one head per model from scratch.
 
         Args:
             prompts: Texts, or :func:`feature_ids` arrays (a ledger's stored rows).
             outcomes: Per model key, one value per prompt in ``[0, 1]`` (1 = a good
                 answer) or NaN (unknown: left out of that model's loss).
-            calibrate: Keep out-of-sample predicted vectors for :meth:`lam_for_share`:
-                a sample of up to 2,000 rows (at most 10 %) is predicted by a model
-                trained the same way on the other rows, then the final model is trained
-                on all rows (so training costs about twice as much). Without it the
-                sample is predicted by the final model (in-sample, overconfident).
+            calibrate: Hold out a sample of up to 2,000 rows (at most 10 %) for a model
+                trained the same way on the other rows: its out-of-sample predictions
+                serve :meth:`lam_for_share`, and its coverage and similarity set the
+                guard's floors; then the final model is trained on all rows (so training
+                costs about twice as much). Without it the sample is predicted by the
+                final model (in-sample, overconfident) and the guard is off.
 
         Returns:
             The router itself.
@@ -321,28 +288,52 @@ class LearnedRouter:
                 value outside ``[0, 1]``.
         """
         keys, targets = self._targets(outcomes, len(prompts))
-        counts = self._counts(prompts)
+        counts, vectors, has = self._parts(prompts)
         document_frequency = np.bincount(counts.indices, minlength=self.buckets)
         self.idf = np.log((1.0 + counts.n_rows) / (1.0 + document_frequency)) + 1.0
+        self.seen = document_frequency > 0
         self.keys = keys
-        means = np.nanmean(np.where(np.isnan(targets), np.nan, targets), axis=0)
+        means = np.nanmean(targets, axis=0)
         self.priors = {k: float(m) for k, m in zip(keys, means, strict=True) if not np.isnan(m)}
-        rows = _tfidf(counts, self.idf)
         rng = np.random.default_rng(self.seed)
+        self.centroids = self._kmeans(vectors[has], rng)
+        rows = self._design(counts, vectors, has)
         sample = min(_CALIBRATION_ROWS, rows.n_rows // 10)
+        self.coverage_floor, self.similarity_floor = 0.0, -1.0
         if calibrate and sample >= 10:
             held = np.sort(rng.choice(rows.n_rows, size=sample, replace=False))
             kept = np.setdiff1d(np.arange(rows.n_rows), held)
-            self._reset(len(keys), targets)
+            self._reset(len(keys))
             self._train(rows.take(kept), targets[kept], self.epochs)
             self.calibration = self._probabilities(rows.take(held))
-        self._reset(len(keys), targets)
+            kept_counts = counts.take(kept)
+            seen_kept = np.bincount(kept_counts.indices, minlength=self.buckets) > 0
+            coverage = self._coverage(counts.take(held), seen_kept)
+            self.coverage_floor = float(np.quantile(coverage, GUARD_QUANTILE))
+            similarity = self._similarity(vectors[held], has[held])
+            if not np.isnan(similarity).all():
+                self.similarity_floor = float(np.nanquantile(similarity, GUARD_QUANTILE))
+        self._reset(len(keys))
         self._train(rows, targets, self.epochs)
         if not (calibrate and sample >= 10):
             take = rng.choice(rows.n_rows, size=min(_CALIBRATION_ROWS, rows.n_rows), replace=False)
             self.calibration = self._probabilities(rows.take(np.sort(take)))
         self.trained_rows = rows.n_rows
         return self
+
+    def _kmeans(self, vectors: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """Spherical k-means centroids of the training vectors (none without enough)."""
+        k = min(self.clusters, len(vectors) // 20)
+        if not self.dimensions or k < 2:
+            return np.zeros((0, self.dimensions))
+        centroids = vectors[rng.choice(len(vectors), size=k, replace=False)]
+        for _ in range(_KMEANS_STEPS):
+            nearest = np.argmax(vectors @ centroids.T, axis=1)
+            sums = np.zeros_like(centroids)
+            np.add.at(sums, nearest, vectors)
+            norms = np.linalg.norm(sums, axis=1, keepdims=True)
+            centroids = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centroids)
+        return centroids
 
     def partial_fit(
         self,
@@ -351,10 +342,11 @@ class LearnedRouter:
         *,
         epochs: int | None = None,
     ) -> Self:
-        """Continue training from the current weights on new rows (IDF frozen).
+        """Continue training on new rows: IDF, clusters, floors frozen; weights warm-started.
 
         Incremental retraining from usage: a model key not seen before gets a new head
-        (zero weights, bias at its mean outcome). The calibration sample is kept.
+        (zero weights, bias at its mean outcome). The calibration sample is kept; the new
+        rows' n-grams count as seen from now on.
 
         Args:
             prompts: Texts or feature-id arrays.
@@ -383,10 +375,11 @@ class LearnedRouter:
             if key not in self.priors and known.size:
                 self.priors[key] = float(known.mean())
                 self.bias[j] = _logit(self.priors[key])
-        rows = _tfidf(self._counts(prompts), self.idf)
+        counts, vectors, has = self._parts(prompts)
+        self.seen[counts.indices] = True
         steps = max(5, self.epochs // 4) if epochs is None else epochs
-        self._train(rows, targets, steps, fresh=False)
-        self.trained_rows += rows.n_rows
+        self._train(self._design(counts, vectors, has), targets, steps)
+        self.trained_rows += counts.n_rows
         return self
 
     def calibrate(self, prompts: Sequence[Prompt]) -> Self:
@@ -417,14 +410,12 @@ class LearnedRouter:
             targets[:, j] = column
         return keys, targets
 
-    def _reset(self, k: int, targets: FloatArray) -> None:
-        self.weights = np.zeros((self.buckets + LENGTH_BINS, k))
+    def _reset(self, k: int) -> None:
+        self.weights = np.zeros((self.width, k))
         means = [self.priors.get(key, UNKNOWN_PRIOR) for key in self.keys]
         self.bias = np.array([_logit(m) for m in means])
 
-    def _train(
-        self, rows: SparseRows, targets: FloatArray, steps: int, *, fresh: bool = True
-    ) -> None:
+    def _train(self, rows: SparseRows, targets: FloatArray, steps: int) -> None:
         """Full-batch Adam on mean log-loss per model + ``l2/2 * |w|^2``."""
         known = ~np.isnan(targets)
         y = np.where(known, targets, 0.0)
@@ -435,7 +426,8 @@ class LearnedRouter:
         cols = np.flatnonzero(touched)
         w = self.weights[cols]
         b = self.bias.copy()
-        # the length columns are few and dense: a light penalty lets them carry length
+        # the dense columns (length, semantic, clusters) are few: a light penalty lets
+        # them carry what they know
         penalty = np.where(cols >= self.buckets, self.l2 * LENGTH_L2_SCALE, self.l2)[:, None]
         m_w, v_w = np.zeros_like(w), np.zeros_like(w)
         m_b, v_b = np.zeros_like(b), np.zeros_like(b)
@@ -469,26 +461,35 @@ class LearnedRouter:
         self._require_trained()
         if not prompts:
             return np.zeros((0, len(self.keys)))
-        return self._probabilities(_tfidf(self._counts(prompts), self.idf))
+        return self._probabilities(self._rows(prompts))
 
-    def _vector(self, prompt: Prompt) -> FloatArray:
-        ids, counts = np.unique(self.ids(prompt), return_counts=True)
-        if ids.size and (ids[0] < 0 or ids[-1] >= self.buckets):
+    def _vector(self, ids: IntArray) -> FloatArray:
+        grams, semantic = split_ids(ids)
+        grams, counts = np.unique(grams, return_counts=True)
+        if grams.size and (grams[0] < 0 or grams[-1] >= self.buckets):
             raise ValueError(f"feature ids must lie in [0, {self.buckets})")
-        values = (1.0 + np.log(counts)) * self.idf[ids]
+        values = (1.0 + np.log(counts)) * self.idf[grams]
         norm = math.sqrt(float(values @ values)) or 1.0
-        columns, weights = _length_columns(np.array([float(counts.sum())]))
+        columns, weights = length_columns(np.array([float(counts.sum())]))
         logits: FloatArray = (
-            (values / norm) @ self.weights[ids]
+            (values / norm) @ self.weights[grams]
             + weights[0] @ self.weights[self.buckets + columns[0]]
             + self.bias
         )
+        vector = semantic_vector(semantic, self.dimensions) if self.dimensions else None
+        if vector is not None:
+            start = self.buckets + LENGTH_BINS
+            dense = self.weights[start : start + self.dimensions]
+            logits = logits + (vector * self.semantic_weight) @ dense
+            if len(self.centroids):
+                nearest = int(np.argmax(self.centroids @ vector))
+                logits = logits + self.weights[start + self.dimensions + nearest]
         return _sigmoid(logits)
 
     def predict(self, prompt: Prompt) -> dict[str, float]:
         """p(good answer) of every trained model for one prompt (text or feature ids)."""
         self._require_trained()
-        return dict(zip(self.keys, self._vector(prompt).tolist(), strict=True))
+        return dict(zip(self.keys, self._vector(self.ids(prompt)).tolist(), strict=True))
 
     def prior(self, key: str) -> float:
         """p(good) of a model without a head: its training-set mean if known, else 0.5."""
@@ -497,12 +498,22 @@ class LearnedRouter:
     def scores(self, prompt: Prompt, keys: Sequence[str]) -> dict[str, float]:
         """p(good answer) for the given model keys; models without a head get :meth:`prior`."""
         self._require_trained()
-        vector = self._vector(prompt)
+        vector = self._vector(self.ids(prompt))
         index = {k: j for j, k in enumerate(self.keys)}
         return {k: float(vector[index[k]]) if k in index else self.prior(k) for k in keys}
 
+    def _values(
+        self, ids: IntArray, candidates: Sequence[tuple[str, float]], lam: float
+    ) -> list[float]:
+        if not candidates:
+            raise ValueError("no candidates to choose from")
+        probability = self.scores(ids, [key for key, _ in candidates])
+        return [probability[key] - lam * cost for key, cost in candidates]
+
     def choose(self, prompt: Prompt, candidates: Sequence[tuple[str, float]], *, lam: float) -> str:
         """The candidate with the highest ``p(good) - lam * cost`` (first one on a tie).
+
+        No guard: :meth:`decide` is the guarded decision the router's steering makes.
 
         Args:
             prompt: Text or feature ids.
@@ -512,15 +523,32 @@ class LearnedRouter:
         Returns:
             The chosen model key.
         """
-        if not candidates:
-            raise ValueError("no candidates to choose from")
-        probability = self.scores(prompt, [key for key, _ in candidates])
-        best, best_value = candidates[0][0], -math.inf
-        for key, cost in candidates:
-            value = probability[key] - lam * cost
-            if value > best_value:
-                best, best_value = key, value
-        return best
+        values = self._values(self.ids(prompt), candidates, lam)
+        return candidates[int(np.argmax(values))][0]
+
+    def decide(
+        self, prompt: Prompt, candidates: Sequence[tuple[str, float]], *, lam: float
+    ) -> Decision:
+        """:meth:`choose`, guarded: the chain's first candidate when the router knows too little.
+
+        ``candidates`` are in the chain's order. The first one stays first when the
+        prompt is unlike the training prompts (the novelty guard) or when the best pick
+        gains less than ``margin`` over it; ``why`` says which.
+        """
+        ids = self.ids(prompt)
+        first = candidates[0][0] if candidates else ""
+        values = self._values(ids, candidates, lam)
+        novelty = self._novelty(ids)
+        if novelty:
+            return Decision(first, False, f"prompt unlike the router's training data "
+                            f"({novelty}): chain order kept")  # fmt: skip
+        best = int(np.argmax(values))
+        gain = values[best] - values[0]
+        if best != 0 and gain < self.margin:
+            return Decision(first, False, f"learned router not confident: "
+                            f"{candidates[best][0]} gains {gain:.3f} over {first} "
+                            f"(margin {self.margin:g}): chain order kept")  # fmt: skip
+        return Decision(candidates[best][0], True, f"learned router chose {candidates[best][0]}")
 
     # ------------------------------------------------------------------ calibration
     def _calibration_matrix(self, keys: Sequence[str]) -> FloatArray:
@@ -581,103 +609,25 @@ class LearnedRouter:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the router to one ``.npz`` file (arrays and JSON metadata; no pickle).
+        """Write the router to one ``.npz`` file (see :mod:`tierwise.learning.router_file`)."""
+        from tierwise.learning.router_file import save
 
-        Only the weights of buckets that some head uses are stored.
-
-        Returns:
-            The path written (``.npz`` is appended by numpy when missing).
-        """
         self._require_trained()
-        target = Path(path)
-        if target.suffix != ".npz":
-            target = target.with_name(target.name + ".npz")
-        used = np.flatnonzero(np.any(self.weights != 0.0, axis=1))
-        meta = {
-            "format": FORMAT,
-            "keys": list(self.keys),
-            "priors": self.priors,
-            "buckets": self.buckets,
-            "l2": self.l2,
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "seed": self.seed,
-            "trained_rows": self.trained_rows,
-        }
-        np.savez_compressed(
-            target,
-            meta=np.array(json.dumps(meta)),
-            idf=self.idf,
-            used=used,
-            weights=self.weights[used],
-            bias=self.bias,
-            calibration=self.calibration,
-        )
-        return target
+        return save(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
-        """Read a router written by :meth:`save`.
+        """Read a router written by :meth:`save` (see :func:`tierwise.learning.router_file.load`).
 
         Raises:
-            ValueError: The file is missing, is not a readable ``.npz`` or is not a
-                tierwise router of this format (the message names the file and the
-                problem).
+            ValueError: The file is missing, unreadable or not a tierwise router (the
+                message names the file and the problem).
         """
-        source = Path(path)
-        try:
-            with np.load(source, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except FileNotFoundError:
-            raise ValueError(f"{source}: no such router file") from None
-        except (OSError, ValueError, EOFError) as error:
-            raise ValueError(f"{source}: not a readable .npz router file ({error})") from None
-        except Exception as error:  # zipfile.BadZipFile and friends
-            raise ValueError(f"{source}: not a readable .npz router file ({error})") from None
-        missing = {"meta", "idf", "used", "weights", "bias", "calibration"} - set(arrays)
-        if missing:
-            raise ValueError(f"{source}: not a tierwise router (missing {sorted(missing)})")
-        try:
-            meta = json.loads(str(arrays["meta"]))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: corrupt metadata ({error})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else None
-            raise ValueError(f"{source}: format {found!r} is not {FORMAT!r}")
-        try:
-            router = cls(
-                buckets=int(meta["buckets"]),
-                l2=float(meta["l2"]),
-                epochs=int(meta["epochs"]),
-                learning_rate=float(meta["learning_rate"]),
-                seed=int(meta["seed"]),
-            )
-            router.keys = tuple(str(k) for k in meta["keys"])
-            router.priors = {str(k): float(v) for k, v in meta["priors"].items()}
-            router.trained_rows = int(meta["trained_rows"])
-            k = len(router.keys)
-            router.idf = arrays["idf"].astype(np.float64)
-            router.bias = arrays["bias"].astype(np.float64)
-            router.calibration = arrays["calibration"].astype(np.float64)
-            router.weights = np.zeros((router.buckets + LENGTH_BINS, k))
-            router.weights[arrays["used"].astype(np.int64)] = arrays["weights"]
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-            raise ValueError(f"{source}: corrupt router data ({error!r})") from None
-        shapes_ok = (
-            router.idf.shape == (router.buckets,)
-            and router.bias.shape == (k,)
-            and router.calibration.ndim == 2
-            and (router.calibration.shape[1] == k or router.calibration.size == 0)
-        )
-        if not shapes_ok:
-            raise ValueError(f"{source}: corrupt router data (array shapes disagree)")
-        return router
+        from tierwise.learning.router_file import load
+
+        return load(path)
 
     def _require_trained(self) -> None:
         if not self.keys:
             raise ValueError("the router is not trained: call fit() or LearnedRouter.load()")
 
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ BENCHMARKS = {
 
 _TRUE = {"true"}
 _FALSE = {"false"}
+_COST = "_cost"
 _ALLOWED = "True/False, or a number >= 0 (an empty cell is an unknown outcome)"
 
 
@@ -52,12 +53,15 @@ class LabelledSet:
         outcomes: Per model column, one value per prompt.
         sources: The file each prompt was read from.
         removed: Prompts dropped as contaminated so far.
+        costs: Per model with a ``<model>_cost`` column, its USD cost per prompt (NaN:
+            unknown).
     """
 
     prompts: tuple[str, ...]
     outcomes: Mapping[str, FloatArray]
     sources: tuple[str, ...] = ()
     removed: int = 0
+    costs: Mapping[str, FloatArray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         """Number of prompts (rows)."""
@@ -80,6 +84,7 @@ class LabelledSet:
             outcomes={m: v[index] for m, v in self.outcomes.items()},
             sources=tuple(self.sources[i] for i in index) if self.sources else (),
             removed=self.removed,
+            costs={m: v[index] for m, v in self.costs.items()},
         )
 
     def without(self, prompts: Iterable[str]) -> LabelledSet:
@@ -93,7 +98,8 @@ class LabelledSet:
         kept = [i for i, p in enumerate(self.prompts) if p not in banned]
         rest = self.take(kept)
         return LabelledSet(
-            rest.prompts, rest.outcomes, rest.sources, self.removed + len(self) - len(kept)
+            rest.prompts, rest.outcomes, rest.sources, self.removed + len(self) - len(kept),
+            rest.costs,
         )
 
     def pair(self, *, strong: str | None = None, weak: str | None = None) -> tuple[str, str]:
@@ -141,6 +147,12 @@ class LabelledSet:
             },
             sources=tuple(s for part in sets for s in (part.sources or ("",) * len(part))),
             removed=sum(part.removed for part in sets),
+            costs={
+                m: np.concatenate(
+                    [part.costs.get(m, np.full(len(part), np.nan)) for part in sets]
+                )
+                for m in dict.fromkeys(m for part in sets for m in part.costs)
+            },
         )
 
 
@@ -161,7 +173,9 @@ def _cell(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _read_csv(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+def _read_csv(
+    path: Path,
+) -> tuple[list[str], dict[str, list[float]], dict[str, list[float]]]:
     csv.field_size_limit(2**31 - 1)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -181,10 +195,18 @@ def _read_csv(path: Path) -> tuple[list[str], dict[str, list[float]]]:
     at = header.index("prompt")
     prompts = [row[at] for row in rows]
     scores: dict[str, list[float]] = {}
+    costs: dict[str, list[float]] = {}
     for j, name in enumerate(header):
         if j == at or name.endswith("_response") or not name:
             continue
         values = [_cell(row[j]) for row in rows]
+        if name.endswith(_COST) and len(name) > len(_COST):
+            for number, (row, value) in enumerate(zip(rows, values, strict=True), start=2):
+                if value is None or value < 0:
+                    raise ValueError(f"{path}: row {number}, column {name!r}: {row[j]!r} is "
+                                     "not a cost (a number of USD >= 0, or empty)")  # fmt: skip
+            costs[name[: -len(_COST)]] = [v for v in values if v is not None]
+            continue
         filled = [row[j] for row in rows if row[j].strip()]
         parsed = sum(1 for v in values if v is not None and not math.isnan(v))
         if not filled or parsed * 2 <= len(filled):
@@ -201,7 +223,11 @@ def _read_csv(path: Path) -> tuple[list[str], dict[str, list[float]]]:
             f"{path}: no model columns (need a column of {_ALLOWED} besides 'prompt'; "
             f"'*_response' and text columns are ignored; columns: {header})"
         )
-    return prompts, scores
+    unknown = sorted(set(costs) - set(scores))
+    if unknown:
+        raise ValueError(f"{path}: cost columns for no model column: "
+                         f"{[m + _COST for m in unknown]}")  # fmt: skip
+    return prompts, scores, costs
 
 
 def load_labelled(path: str | Path) -> LabelledSet:
@@ -209,11 +235,12 @@ def load_labelled(path: str | Path) -> LabelledSet:
 
     Columns: ``prompt`` (required); every other column whose cells are ``True``/``False``
     (any case) or numbers is a model's outcome; ``*_response`` columns and other text
-    columns are ignored. Booleans become 1/0. A numeric column whose maximum exceeds 1
-    is divided by that maximum (over all files read), so a 1-10 judgement scores 1.0 at
-    the best grade seen; a column within ``[0, 1]`` is kept as is. An empty cell is an
-    unknown outcome (NaN). Files of a directory may have different model columns: a
-    model missing from a file is NaN for its rows.
+    columns are ignored; a numeric ``<model>_cost`` column is that model's cost per prompt
+    in USD (:attr:`LabelledSet.costs`), not a model. Booleans become 1/0. A numeric column
+    whose maximum exceeds 1 is divided by that maximum (over all files read), so a 1-10
+    judgement scores 1.0 at the best grade seen; a column within ``[0, 1]`` is kept as is.
+    An empty cell is an unknown outcome (NaN). Files of a directory may have different model
+    columns: a model missing from a file is NaN for its rows.
 
     Raises:
         ValueError: Naming the file (and the row and column, or what is missing): no
@@ -231,12 +258,13 @@ def load_labelled(path: str | Path) -> LabelledSet:
         raise ValueError(f"{source}: no such file or directory")
     parts = []
     for file in files:
-        prompts, scores = _read_csv(file)
+        prompts, scores, costs = _read_csv(file)
         parts.append(
             LabelledSet(
                 prompts=tuple(prompts),
                 outcomes={m: np.array(v, dtype=np.float64) for m, v in scores.items()},
                 sources=(str(file),) * len(prompts),
+                costs={m: np.array(v, dtype=np.float64) for m, v in costs.items()},
             )
         )
     merged = LabelledSet.concat(parts)
@@ -244,7 +272,7 @@ def load_labelled(path: str | Path) -> LabelledSet:
     for model, values in merged.outcomes.items():
         top = float(np.nanmax(values)) if not np.isnan(values).all() else 0.0
         outcomes[model] = values / top if top > 1.0 else values
-    return LabelledSet(merged.prompts, outcomes, merged.sources, 0)
+    return LabelledSet(merged.prompts, outcomes, merged.sources, 0, merged.costs)
 
 
 def contaminated(path: str | Path) -> set[str]:

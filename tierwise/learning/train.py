@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tierwise.learning.frontier import Frontier, score_models
 from tierwise.learning.learned_router import LearnedRouter
 from tierwise.learning.metrics import RoutingQuality, evaluate, oracle_scores, random_quality
 from tierwise.learning.routellm import LabelledSet, find_data, load_benchmark, load_labelled, split
@@ -38,11 +39,14 @@ __all__ = [
     "Trained",
     "router_scores",
     "score_file",
+    "predictions",
+    "score_models_of",
     "score_set",
     "train_from_sources",
     "train_standard",
 ]
 
+FloatArray = npt.NDArray[np.float64]
 SETS = ("gsm8k", "mmlu")
 RANDOM_SEEDS = 20
 
@@ -70,19 +74,35 @@ def train_standard(data: Path, *, seed: int = 0, test_share: float = 0.3) -> Tra
     return Trained(router, time.perf_counter() - start, train, test, full)
 
 
-def router_scores(
-    router: LearnedRouter, prompts: Any, weak: str, strong: str
-) -> npt.NDArray[np.float64]:
-    """``p(strong good) - p(weak good)`` per prompt (models without a head: their prior)."""
+def predictions(router: LearnedRouter, prompts: Any, keys: Sequence[str]) -> FloatArray:
+    """``(n, len(keys))`` p(good) per prompt and model (models without a head: their prior)."""
     probabilities = router.predict_many(list(prompts))
     index = {key: j for j, key in enumerate(router.keys)}
+    columns = [
+        probabilities[:, index[key]] if key in index
+        else np.full(len(probabilities), router.prior(key))
+        for key in keys
+    ]  # fmt: skip
+    return np.stack(columns, axis=1) if columns else np.zeros((len(probabilities), 0))
 
-    def column(key: str) -> npt.NDArray[np.float64]:
-        if key in index:
-            return probabilities[:, index[key]]
-        return np.full(len(probabilities), router.prior(key))
 
-    return column(strong) - column(weak)
+def router_scores(
+    router: LearnedRouter, prompts: Any, weak: str, strong: str, *, guard: bool = True
+) -> FloatArray:
+    """``p(strong good) - p(weak good)`` per prompt (models without a head: their prior).
+
+    With ``guard``, a prompt the novelty guard turns away scores the priors' gap, the same
+    for all of them: the router says nothing about it, so in the threshold sweep those
+    prompts move to the strong model together, which is what random routing does with
+    them (the chain's order mixed at the sweep's share).
+    """
+    prompts = list(prompts)
+    p = predictions(router, prompts, [weak, strong])
+    scores = p[:, 1] - p[:, 0]
+    if guard and prompts:
+        neutral = router.prior(strong) - router.prior(weak)
+        scores = np.where(router.familiar(prompts), scores, neutral)
+    return scores
 
 
 def _figures(quality: RoutingQuality) -> dict[str, float]:
@@ -103,8 +123,11 @@ def score_set(
     subset = labelled.take(np.flatnonzero(known))
     w, s = w[known], s[known]
     learned = evaluate(router_scores(router, subset.prompts, weak, strong), w, s)
+    unguarded = evaluate(router_scores(router, subset.prompts, weak, strong, guard=False), w, s)
     return {
         "rows": len(subset),
+        "guarded": int(len(subset) - router.familiar(list(subset.prompts)).sum()),
+        "unguarded": _figures(unguarded),
         "weak": weak,
         "strong": strong,
         "weak_quality": learned.weak_quality,
@@ -112,6 +135,55 @@ def score_set(
         "learned": _figures(learned),
         "random": _figures(random_quality(w, s, seeds=RANDOM_SEEDS)),
         "oracle": _figures(evaluate(oracle_scores(w, s), w, s)),
+    }
+
+
+def score_models_of(
+    labelled: LabelledSet, router: LearnedRouter, costs: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """Cost-aware multi-model figures of ``router`` on the models that have a cost.
+
+    A model's cost per prompt is its ``<model>_cost`` column, else ``costs[model]``
+    (USD per call; it wins over the column when both are given). Prompts missing an
+    outcome or a cost of one of those models are left out.
+
+    Raises:
+        ValueError: Fewer than two models with a cost.
+    """
+    given = dict(costs or {})
+    unknown = sorted(set(given) - set(labelled.models))
+    if unknown:
+        raise ValueError(f"--cost names no model column: {unknown}; "
+                         f"columns: {list(labelled.models)}")  # fmt: skip
+    n = len(labelled)
+    price = {m: np.full(n, given[m]) if m in given else labelled.costs[m]
+             for m in labelled.models if m in given or m in labelled.costs}  # fmt: skip
+    names = list(price)
+    if len(names) < 2:
+        raise ValueError(f"cost-aware scoring needs a cost for two or more models (have "
+                         f"{names}); give <model>_cost columns or --cost MODEL=USD")  # fmt: skip
+    known = np.ones(n, dtype=bool)
+    for m in names:
+        known &= ~np.isnan(labelled.outcomes[m]) & ~np.isnan(price[m])
+    rows = np.flatnonzero(known)
+    subset = labelled.take(rows)
+    result = score_models(
+        predictions(router, subset.prompts, names),
+        {m: subset.outcomes[m] for m in names},
+        {m: price[m][rows] for m in names},
+    )
+
+    def curve(f: Frontier) -> dict[str, Any]:
+        return {"aiq": f.aiq, "frontier": [list(v) for v in f.hull],
+                "points": [list(p) for p in f.points]}  # fmt: skip
+
+    return {
+        "rows": result.rows,
+        "models": {m: {"cost": c, "quality": q} for m, (c, q) in result.models.items()},
+        "cost_range": list(result.cost_range),
+        "learned": curve(result.router),
+        "random": curve(result.random),
+        "oracle": curve(result.oracle),
     }
 
 
@@ -124,8 +196,13 @@ def score_file(
     strong: str | None = None,
     weak: str | None = None,
     aliases: Mapping[str, str] | None = None,
+    costs: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Score a RouteLLM-format CSV (or folder of CSVs) with a learned router.
+
+    Two models (or ``strong`` and ``weak`` named) get RouteLLM's figures; models with a
+    cost (``<model>_cost`` columns or ``costs``) get the cost-quality frontier and AIQ
+    (:func:`score_models_of`); a file may get both.
 
     Args:
         path: The file or folder (``tierwise.learning.routellm.load_labelled``).
@@ -136,10 +213,13 @@ def score_file(
         strong: The strong model column (default: the higher mean of two columns).
         weak: The weak model column.
         aliases: Column name -> the router's model key (as given to training).
+        costs: Model column (before aliases) -> USD per call.
 
     Returns:
-        ``file``, ``rows``, ``weak``, ``strong``, ``weak_quality``, ``strong_quality``,
-        ``learned``/``random``/``oracle`` (each ``{"apgr", "cpt50", "cpt80"}``),
+        ``file``; ``pair``: None, or ``rows``, ``weak``, ``strong``, ``weak_quality``,
+        ``strong_quality``, ``guarded`` (prompts the guard turned away),
+        ``learned``/``unguarded``/``random``/``oracle`` (each ``{"apgr", "cpt50",
+        "cpt80"}``); ``multi``: None or :func:`score_models_of`'s figures;
         ``seen_in_training`` (prompts of the file the router was trained on when it was
         trained here; None for a given router, whose training prompts are unknown) and
         ``train_seconds`` (0.0 for a given router).
@@ -148,13 +228,20 @@ def score_file(
         ValueError: An unreadable file or router, or no data to train on.
     """
     labelled = load_labelled(path)
+    costs = dict(costs or {})
     if aliases:  # the file's model columns under the names the router's heads carry
         names = dict(aliases)
         labelled = dataclasses.replace(
-            labelled, outcomes={names.get(k, k): v for k, v in labelled.outcomes.items()}
+            labelled,
+            outcomes={names.get(k, k): v for k, v in labelled.outcomes.items()},
+            costs={names.get(k, k): v for k, v in labelled.costs.items()},
         )
+        costs = {names.get(k, k): v for k, v in costs.items()}
         strong = names.get(strong, strong) if strong else None
         weak = names.get(weak, weak) if weak else None
+    two = len(labelled.models) == 2 or (strong is not None and weak is not None)
+    if not two and not costs and not labelled.costs:
+        labelled.pair(strong=strong, weak=weak)  # raises: which models to compare
     seen: int | None = None
     seconds = 0.0
     if router is None:
@@ -169,8 +256,10 @@ def score_file(
         model = router
     else:
         model = LearnedRouter.load(router)
-    result = score_set(labelled, model, strong=strong, weak=weak)
-    return {"file": str(path), **result, "seen_in_training": seen, "train_seconds": seconds}
+    pair = score_set(labelled, model, strong=strong, weak=weak) if two else None
+    multi = score_models_of(labelled, model, costs) if costs or labelled.costs else None
+    return {"file": str(path), "pair": pair, "multi": multi, "seen_in_training": seen,
+            "train_seconds": seconds}  # fmt: skip
 
 
 def train_from_sources(
