@@ -34,7 +34,7 @@ from typer.testing import CliRunner, Result
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Catalog, TaskType
 from tierwise.cli.app import app
-from tierwise.insights.failures import outcome_label
+from tierwise.insights.failures import failure_groups, normalise_detail, outcome_label
 from tierwise.insights.report import bucket_seconds, render_report
 from tierwise.ledger import Ledger, LedgerRow, percentile
 from tierwise.routing.results import NoModelAvailable
@@ -535,3 +535,31 @@ def test_chromium_shows_tables_whose_numbers_are_the_ledgers(rendered) -> None:
                                                        reverse=True)  # fmt: skip
     refused = groups[("rate_limited (not sent)", "busy-groq")]
     assert len({r.detail for r in refused}) > 1  # the countdowns differ: one row all the same
+
+
+def test_failures_fold_countdowns_and_ids_into_one_group_per_kind_and_model() -> None:
+    def row(t: float, detail: str, *, model: str = "m", outcome: str = "rate_limited",
+            sent: bool = False) -> LedgerRow:  # fmt: skip
+        return LedgerRow(
+            time=t, run_id=None, thread_id=None, node=None, operation="rewriting",
+            complexity="simple", policy="balanced", provider="groq", model=model, tier="free",
+            outcome=outcome, sent=sent, latency=0.0, time_to_first_token=None, input_tokens=0,
+            output_tokens=0, cost=0.0, escalation=False, repair=False, detail=detail,
+        )  # fmt: skip
+
+    rows = [row(float(i), f"local rpm limit: next permit in {59.9 - i:.2f}s") for i in range(7)]
+    rows += [row(10.0, "quota for today used up"),
+             row(11.0, "upstream req_7f3a91bc failed after 1.64s", outcome="unavailable",
+                 sent=True),
+             row(12.0, "upstream req_0b2c44de failed after 2.01s", outcome="unavailable",
+                 sent=True),
+             row(13.0, "", model="other", outcome="ok", sent=True)]  # fmt: skip
+
+    limited, unavailable = failure_groups(rows)
+
+    assert (limited.outcome, limited.model, limited.attempts) == ("rate_limited (not sent)", "m", 8)
+    assert limited.example == "local rpm limit: next permit in 53.90s"  # the latest of its form
+    assert (limited.example_count, limited.forms, limited.last_seen) == (7, 2, 10.0)
+    assert (unavailable.outcome, unavailable.attempts, unavailable.forms) == ("unavailable", 2, 1)
+    assert unavailable.example == "upstream req_0b2c44de failed after 2.01s"
+    assert normalise_detail(unavailable.example) == "upstream <id> failed after <duration>"

@@ -54,7 +54,7 @@ svg text { font: 12px system-ui, sans-serif; fill: #1f2328; }
 svg .axis { stroke: #8c959f; stroke-width: 1; }
 svg .grid { stroke: #d1d9e0; stroke-width: 1; }
 details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0969da; }
-.detail { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+.detail { font-family: ui-monospace, monospace; font-size: 12px; overflow-wrap: anywhere; }
 #failures td:not(:last-child) { white-space: nowrap; }
 """
 
