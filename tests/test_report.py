@@ -40,7 +40,7 @@ from tierwise.ledger import Ledger, LedgerRow, percentile
 from tierwise.routing.results import NoModelAvailable
 from tierwise.routing.router import ModelRouter
 from tierwise.routing.snapshot import Snapshot
-from tierwise.testing import Fault, Reply, Simulator
+from tierwise.testing import Fault, Reply, Simulator, isolated_environment
 
 EVIL = "rep-free<script>alert('model')</script>"
 DETAIL = "<script>alert(document.cookie)</script>"
@@ -415,14 +415,24 @@ class Rendered:
     screenshot: Path
 
 
-@pytest.fixture
-def rendered(simulator: Simulator, tmp_path: Path, record_property: Any) -> Rendered:
-    """The busy ledger's report opened in headless Chromium at 1400 px, screenshot taken."""
+@pytest.fixture(scope="module")
+def rendered(simulator_server: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """The busy ledger's report opened in headless Chromium at 1400 px, screenshot taken.
+
+    Module-scoped (one ledger, one browser for the tests reading it), so it isolates the
+    environment and resets the session's simulator itself.
+    """
     browser = chromium()
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="Playwright's Python package drives Chromium: "
         "pip install -e '.[test]'")  # fmt: skip
-    rows = busy_ledger(simulator, tmp_path / "busy.sqlite3")
+    tmp_path = tmp_path_factory.mktemp("browser")
+    with isolated_environment():
+        simulator_server.reset()
+        try:
+            rows = busy_ledger(simulator_server, tmp_path / "busy.sqlite3")
+        finally:
+            simulator_server.reset()
     out, screenshot = tmp_path / "report.html", tmp_path / "report.png"
     result = invoke("report", "--out", str(out), "--ledger", str(tmp_path / "busy.sqlite3"))
     assert result.exit_code == 0, result.output
@@ -446,12 +456,14 @@ def rendered(simulator: Simulator, tmp_path: Path, record_property: Any) -> Rend
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             context.close()
-    record_property("screenshot", str(screenshot))
     print(f"screenshot: {screenshot}")
     return Rendered(rows, problems, charts_drawn, tables, width, screenshot)
 
 
-def test_chromium_shows_the_page_without_errors_and_every_chart_drawn(rendered) -> None:
+def test_chromium_shows_the_page_without_errors_and_every_chart_drawn(
+    rendered: Rendered, record_property: Any
+) -> None:
+    record_property("screenshot", str(rendered.screenshot))  # in the JUnit XML, to look at
     assert rendered.problems == []
     assert rendered.screenshot.stat().st_size > 10_000
     assert rendered.page_width <= WIDTH  # nothing wider than the window
