@@ -31,7 +31,8 @@ from typer.testing import CliRunner, Result
 import tierwise.graphs  # noqa: F401 - imports every node class
 from tierwise.catalog.specs import TaskType
 from tierwise.cli.app import app
-from tierwise.cli.run import Progress, default_checkpoints_path
+from tierwise.cli.progress import Progress
+from tierwise.cli.run import default_checkpoints_path
 from tierwise.ledger import Ledger
 from tierwise.nodes.base import OperationNode
 from tierwise.providers.clients import embedded_installed

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
 
 from tierwise.catalog.specs import Complexity, Provider, TaskType, Tier
 
@@ -150,7 +150,7 @@ class Policy(_Frozen):
     max_cost_per_day: float | None = Field(
         None, ge=0, description="USD over the current UTC day, all processes (ledger)."
     )
-    max_cost_per_provider_per_day: Mapping[Provider, float] = Field(
+    max_cost_per_provider_per_day: Mapping[Provider, NonNegativeFloat] = Field(
         default_factory=dict, description="USD per provider over the current UTC day (ledger)."
     )
     operations: Mapping[TaskType, OperationOverride] = Field(

@@ -269,6 +269,9 @@ def _load_settings(path: str | Path | None, credentials: Credentials) -> Setting
             data = tomllib.loads(config_path.read_text("utf-8"))
         except OSError as exc:
             raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start}): save it as "
+                              "UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "", f"not valid TOML: {exc}") from None
     try:

@@ -8,7 +8,6 @@ everything printed passes through the secret scrubber, so a key never reaches th
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,8 +15,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.catalog.specs import Complexity, ModelSpec, TaskType, Tier
+from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.cli.common import (
+    REAL_ANSWERS,
     App,
     ComplexityOption,
     ConfigOption,
@@ -29,10 +29,12 @@ from tierwise.cli.common import (
     RecordOption,
     _open_ledger,
     _policy,
+    _recording_ledger,
     _settings,
     _since,
     out,
 )
+from tierwise.cli.terminal import shown
 from tierwise.providers.clients import probe
 from tierwise.routing.availability import Availability
 from tierwise.routing.selector import Selector
@@ -250,11 +252,7 @@ def ask(
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
     from tierwise.guards.budget import BudgetExceeded
-    from tierwise.ledger import Ledger, default_ledger_path
-
-    with _settings(config) as settings, (
-        Ledger(ledger_path or default_ledger_path()) if record else nullcontext()
-    ) as ledger:
+    with _settings(config) as settings, _recording_ledger(ledger_path, record) as ledger:
         router = ModelRouter(
             settings, policy=_policy(settings, policy_mode, max_tier), ledger=ledger
         )
@@ -263,7 +261,7 @@ def ask(
                 operation, prompt, complexity=complexity, max_tokens=max_tokens
             )
         except (NoModelAvailable, BudgetExceeded) as exc:
-            out.fail(str(exc), "run `tierwise doctor` / `tierwise budget` to see why")
+            out.fail(str(exc), "run `tierwise doctor` / `tierwise budget` to see why", code=1)
         if as_json:
             out.json({"answer": result.message.content, **result.provenance()})
             return
@@ -271,17 +269,20 @@ def ask(
         for column in ("model", "tier", "outcome", "latency", "tokens in/out", "cost"):
             table.add_column(column, overflow="fold")
         for attempt in result.attempts:
-            outcome = (
-                "[green]ok[/]" if attempt.ok else f"[red]{attempt.failure}[/] {attempt.detail}"
-            )
+            outcome = ("[green]ok[/]" if attempt.ok
+                       else f"[red]{shown(attempt.failure)}[/] {shown(attempt.detail)}")
             table.add_row(
-                attempt.model, attempt.tier.value, outcome, f"{attempt.latency * 1000:.0f} ms",
+                shown(attempt.model), attempt.tier.value, outcome,
+                f"{attempt.latency * 1000:.0f} ms",
                 f"{attempt.input_tokens}/{attempt.output_tokens}", f"${attempt.cost:.6f}",
             )
         out.table(table)
-        local = " (in-process embedded model)" if result.spec.provider.value == "embedded" else ""
-        out.line(f"[bold]answer[/] from {result.model} ({result.tier.value}){local}:")
-        out.line(str(result.message.content).strip())
+        embedded = result.spec.provider is Provider.EMBEDDED
+        local = " (in-process embedded model)" if embedded else ""
+        out.line(f"[bold]answer[/] from {shown(result.model)} ({result.tier.value}){local}:")
+        out.line(shown(str(result.message.content).strip()))  # model text: never markup
+        if embedded:
+            out.line(shown(REAL_ANSWERS))
 
 
 @app.command()
@@ -329,7 +330,8 @@ def run(
     """Run a graph on an instruction, showing each node live; resumable with --thread."""
     import asyncio
 
-    from tierwise.cli.run import RunFailed, RunRequest, execute, resume_hint
+    from tierwise.cli.common import RunFailed
+    from tierwise.cli.run import RunRequest, execute, resume_hint
 
     try:
         request = RunRequest.parse(
@@ -338,16 +340,9 @@ def run(
         )
     except RunFailed as exc:
         out.fail(exc.message, exc.hint, code=exc.code)
-    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
-
     with _settings(config) as settings:
         policy = _policy(settings, policy_mode, max_tier)
-        target = ledger_path or default_ledger_path()
-        try:
-            ledger = Ledger(target) if record else None
-        except LedgerError as exc:
-            out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file, or --no-record")
-        with ledger if ledger is not None else nullcontext():
+        with _recording_ledger(ledger_path, record) as ledger:
             try:
                 asyncio.run(execute(request, settings=settings, policy=policy, ledger=ledger,
                                     out=out))

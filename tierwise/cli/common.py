@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -55,6 +56,12 @@ RecordOption = Annotated[
     bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
 ]
 
+
+#: Shown after answers that all came from the embedded model: how to get better ones.
+REAL_ANSWERS = (
+    "these answers came from the small embedded model; for real answers set a free key "
+    "(GROQ_API_KEY or GEMINI_API_KEY) or start Ollama, then check with `tierwise doctor`"
+)
 
 # typer vendors click (``typer._click``) since 0.2x: reach its base error through a public
 # class rather than the private module, so the handler works whichever click typer uses.
@@ -157,6 +164,33 @@ class App(typer.Typer):
         return super().command(*args, **kwargs)
 
 
+class Printer(Protocol):
+    """What the CLI's scrubbed output offers (:class:`_Output`)."""
+
+    console: Console
+    scrub: Callable[[str], str]
+
+    def line(self, text: str = "") -> None:
+        """Print ``text`` (rich markup) scrubbed of secrets."""
+
+    def table(self, table: Table) -> None:
+        """Print ``table`` scrubbed of secrets."""
+
+    def json(self, data: Any) -> None:
+        """Print ``data`` as JSON scrubbed of secrets."""
+
+
+class RunFailed(Exception):
+    """A readable failure of a command's step: one error line, a hint, an exit code."""
+
+    def __init__(self, message: str, hint: str = "", code: int = 2) -> None:
+        """Keep the parts the CLI prints."""
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
 class _Output:
     """Console output with every configured secret scrubbed out."""
 
@@ -233,6 +267,29 @@ def _open_ledger(path: Path | None) -> Ledger:
         return Ledger(target)
     except LedgerError as exc:
         out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
+
+
+@contextmanager
+def _recording_ledger(path: Path | None, record: bool) -> Iterator[Ledger | None]:
+    """The ledger ``ask`` and ``run`` record into (``None`` with ``--no-record``).
+
+    A file that is not a ledger, a newer one, a directory or an unwritable place is one
+    error line (exit 2), before any model is called.
+    """
+    if not record:
+        yield None
+        return
+    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
+
+    target = path or default_ledger_path()
+    try:
+        ledger = Ledger(target)
+    except (LedgerError, OSError, sqlite3.Error) as exc:
+        reason = str(exc) if isinstance(exc, LedgerError) else f"{target}: {exc}"
+        out.fail(f"cannot record into the ledger: {reason}",
+                 "pass --ledger with a writable tierwise ledger file, or --no-record")
+    with ledger:
+        yield ledger
 
 
 def _since(text: str) -> float:

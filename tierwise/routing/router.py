@@ -349,9 +349,11 @@ class ModelRouter:
                 yield Sleep(permit.retry_after)
                 permit = self.limiter.try_acquire(spec.key, estimate)
             if isinstance(permit, Denied):
+                wait = (f"next permit in {permit.retry_after:.2f}s"
+                        if permit.retry_after != float("inf")  # more than one window holds
+                        else f"the request's ~{estimate} tokens exceed the whole window")
                 note(refused(
-                    spec, FailureKind.RATE_LIMITED,
-                    f"local {permit.limit} limit: next permit in {permit.retry_after:.2f}s",
+                    spec, FailureKind.RATE_LIMITED, f"local {permit.limit} limit: {wait}",
                     retry_after=permit.retry_after,
                 ))
                 continue
