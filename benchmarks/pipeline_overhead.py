@@ -41,9 +41,9 @@ from tierwise.nodes.classification import DEFAULT_LABELS, classification_node
 from tierwise.nodes.decomposition import decomposition_node
 from tierwise.nodes.instruction_routing import RouteDecision
 from tierwise.nodes.parameter_extraction import Parameters
-from tierwise.nodes.quality_scoring import QualityScore
 from tierwise.nodes.rationale_generation import Rationale
 from tierwise.nodes.rewriting import Rewrite
+from tierwise.nodes.scores import QualityScore
 from tierwise.nodes.structure_assessment import StructureAssessment
 from tierwise.prompts.classification import CLASSIFY
 from tierwise.prompts.decomposition import DECOMPOSE

@@ -24,6 +24,7 @@ from tierwise.testing import (
     Reply,
     ScenarioError,
     Simulator,
+    from_scenario,
     isolated_environment,
     minimal_instance,
     serve,
@@ -410,7 +411,7 @@ rpm = 1
 def test_scenario_file(tmp_path: Path, isolated_env: None) -> None:
     path = tmp_path / "scenario.toml"
     path.write_text(SCENARIO, "utf-8")
-    with Simulator.from_scenario(path) as sim:
+    with from_scenario(path) as sim:
         assert sim.timeout == 2.5
         first = chat(sim)
         assert first.status_code == 429 and first.headers["retry-after"] == "3"
@@ -423,7 +424,7 @@ def test_scenario_file(tmp_path: Path, isolated_env: None) -> None:
 
     as_json = tmp_path / "scenario.json"
     as_json.write_text(json.dumps({"script": [{"model": "*", "reply": {"default": True}}]}))
-    Simulator.from_scenario(as_json)
+    from_scenario(as_json)
 
 
 @pytest.mark.parametrize(
@@ -439,7 +440,7 @@ def test_scenario_errors_name_the_key(tmp_path: Path, content: str, message: str
     path = tmp_path / "bad.toml"
     path.write_text(content, "utf-8")
     with pytest.raises(ScenarioError, match=message.replace(".", r"\.")):
-        Simulator.from_scenario(path)
+        from_scenario(path)
 
 
 def test_serve_prints_how_to_connect_and_stops(isolated_env: None) -> None:

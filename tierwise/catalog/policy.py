@@ -210,6 +210,24 @@ class Policy(_Frozen):
         """The per-operation override for ``operation``, if any."""
         return self.operations.get(operation)
 
+    def pinned(self, operation: TaskType | str, model: str) -> Policy:
+        """This policy with ``operation`` answered by the catalog model ``model`` only.
+
+        The one way tierwise pins a model (node factories given a catalog key, a
+        ``RoutedChatModel`` call with ``model=``, ensemble members, evaluations). The
+        operation's tier limits and every cost cap still hold; its A/B test and ensemble
+        are dropped, since one model answers.
+
+        Example:
+            >>> policy = Policy(mode="free_first").pinned("rewriting", "groq-llama-3.1-8b")
+            >>> policy.override(TaskType.REWRITING).pin
+            'groq-llama-3.1-8b'
+        """
+        operation = TaskType(operation)
+        override = self.override(operation) or OperationOverride()
+        pin = override.model_copy(update={"pin": model, "ab": None, "ensemble": None})
+        return self.model_copy(update={"operations": {**self.operations, operation: pin}})
+
     def allowed_tiers(self, operation: TaskType, complexity: Complexity) -> tuple[Tier, ...]:
         """Tiers this policy tries for ``operation`` at ``complexity``, in order."""
         cap = self.cap.rank

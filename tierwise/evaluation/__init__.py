@@ -24,7 +24,7 @@ from tierwise.evaluation.harness import (
     aevaluate,
     default_models,
     evaluate,
-    pinned_policy,
+    evaluation_policy,
 )
 from tierwise.evaluation.scoring import Score, score
 
@@ -46,7 +46,7 @@ __all__ = [
     "load_clinc150",
     "load_csv",
     "load_snips",
-    "pinned_policy",
+    "evaluation_policy",
     "resolve_data",
     "score",
 ]

@@ -37,7 +37,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
-from tierwise.catalog.policy import OperationOverride, Policy, PolicyMode
+from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.specs import Complexity, Provider, TaskType, Tier
 from tierwise.evaluation.datasets import EvalItem, EvalSet
 from tierwise.evaluation.scoring import Score, score
@@ -63,7 +63,7 @@ __all__ = [
     "aevaluate",
     "default_models",
     "evaluate",
-    "pinned_policy",
+    "evaluation_policy",
 ]
 
 #: Operations with a gold-label metric and a loader.
@@ -194,7 +194,7 @@ def default_models(router: ModelRouter, operation: TaskType,
     return [spec.key for spec in chain]
 
 
-def pinned_policy(base: Policy, operation: TaskType, model: str) -> Policy:
+def evaluation_policy(base: Policy, operation: TaskType, model: str) -> Policy:
     """A policy that answers ``operation`` with ``model`` only, keeping ``base``'s cost caps.
 
     The tier cap is lifted (every tier allowed) because choosing the model is the
@@ -204,8 +204,7 @@ def pinned_policy(base: Policy, operation: TaskType, model: str) -> Policy:
         mode=PolicyMode.QUALITY_FIRST, max_tier=Tier.PAID,
         max_cost_per_call=base.max_cost_per_call, max_cost_per_day=base.max_cost_per_day,
         max_cost_per_provider_per_day=base.max_cost_per_provider_per_day,
-        operations={operation: OperationOverride(pin=model)},
-    )
+    ).pinned(operation, model)
 
 
 # ----------------------------------------------------------------- nodes
@@ -258,7 +257,7 @@ class _Runner:
         self.evidence = evidence
         self.data = data
         self.model = model
-        self.policy = pinned_policy(router.policy, data.operation, model)
+        self.policy = evaluation_policy(router.policy, data.operation, model)
         self.features = features
         self.max_wait = max_wait
         self.stopped: str | None = None

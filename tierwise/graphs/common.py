@@ -16,6 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 
 from tierwise.nodes.base import ModelLike
+from tierwise.routing.default import default_router
 from tierwise.routing.router import ModelRouter
 
 __all__ = ["SERVED", "ServedGraphs", "shared_router"]
@@ -24,12 +25,12 @@ G = TypeVar("G", bound=Pregel[Any, Any, Any, Any])
 
 
 def shared_router(model: ModelLike | None) -> ModelLike:
-    """The model every node of a graph shares; ``None``: a router over the loaded settings.
+    """The model every node of a graph shares; ``None``: the process's default router.
 
     Nodes must share one router: its rate-limit windows, circuit breakers and budget
-    reservations only protect calls that go through it.
+    reservations only protect calls that go through it (see :func:`default_router`).
     """
-    return ModelRouter() if model is None else model
+    return default_router() if model is None else model
 
 
 class ServedGraphs:

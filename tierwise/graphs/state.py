@@ -19,9 +19,9 @@ from tierwise.nodes.classification import Classification
 from tierwise.nodes.decomposition import Plan
 from tierwise.nodes.instruction_routing import RouteDecision
 from tierwise.nodes.parameter_extraction import Parameters
-from tierwise.nodes.quality_scoring import QualityScore
 from tierwise.nodes.rationale_generation import Rationale
 from tierwise.nodes.rewriting import Rewrite
+from tierwise.nodes.scores import QualityScore
 from tierwise.nodes.structure_assessment import StructureAssessment
 from tierwise.nodes.tool_use_formatting import ToolCall, ToolResult
 

@@ -20,12 +20,9 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
 
 from tierwise.catalog.specs import Limits
-
-if TYPE_CHECKING:
-    from tierwise.guards.limits import RateLimiter
 
 __all__ = [
     "DAY",
@@ -75,6 +72,13 @@ class Denied:
         return f"{self.limit} limit of {self.key!r} reached; a permit {when}"
 
 
+class _Settles(Protocol):
+    """What a :class:`Permit` reports back to: the :class:`~tierwise.guards.limits.RateLimiter`."""
+
+    def _adjust(self, ticket: object, tokens: int | None) -> None:
+        """Count ``tokens`` for the permit ``ticket`` (``None``: give the request back)."""
+
+
 class Permit:
     """A reservation of one request and an estimated number of tokens in every window.
 
@@ -86,7 +90,7 @@ class Permit:
 
     __slots__ = ("_done", "_limiter", "_ticket")
 
-    def __init__(self, limiter: RateLimiter, ticket: object) -> None:
+    def __init__(self, limiter: _Settles, ticket: object) -> None:
         """Wrap the backend's opaque ``ticket``; only :class:`RateLimiter` creates these."""
         self._limiter = limiter
         self._ticket = ticket

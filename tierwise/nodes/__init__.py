@@ -12,9 +12,10 @@ from tierwise.nodes.context import RunContext
 from tierwise.nodes.decomposition import Plan, decomposition_node
 from tierwise.nodes.instruction_routing import RouteDecision, instruction_routing_node
 from tierwise.nodes.parameter_extraction import Parameters, parameter_extraction_node
-from tierwise.nodes.quality_scoring import QualityScore, quality_scoring_node
+from tierwise.nodes.quality_scoring import quality_scoring_node
 from tierwise.nodes.rationale_generation import Rationale, rationale_generation_node
 from tierwise.nodes.rewriting import Rewrite, rewriting_node
+from tierwise.nodes.scores import QualityScore
 from tierwise.nodes.structure_assessment import StructureAssessment, structure_assessment_node
 from tierwise.nodes.tool_use_formatting import (
     ToolCall,

@@ -39,12 +39,13 @@ from langgraph.runtime import get_runtime
 from pydantic import BaseModel
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
 
-from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.policy import EnsembleSpec, Policy
 from tierwise.catalog.specs import Complexity, TaskType, Tier
 from tierwise.ledger import Ledger
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.ensembles import CombinerKind, combiner_for
 from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement
+from tierwise.routing.default import default_router
 from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
 from tierwise.routing.request import config_value
 from tierwise.routing.results import NoModelAvailable, RoutedResult
@@ -186,8 +187,7 @@ class _Routed:
         policy = context.policy or self.router.policy
         if self.pin is None:
             return policy
-        operations = {**policy.operations, operation: OperationOverride(pin=self.pin)}
-        return policy.model_copy(update={"operations": operations})
+        return policy.pinned(operation, self.pin)
 
     def _kwargs(self, q: Question) -> dict[str, Any]:
         return {
@@ -288,14 +288,15 @@ class _Plain:
 def resolve_model(model: ModelLike | None) -> _Routed | _Plain:
     """Turn what a factory was given into something that answers.
 
-    ``None`` is a router over the loaded settings; a string is a catalog key that the
-    default router pins for this node's operation.
+    ``None`` is the process's :func:`~tierwise.routing.router.default_router` (so nodes
+    built separately share limits, breakers and budgets); a string is a catalog key that
+    the default router pins for this node's operation (:meth:`Policy.pinned`).
     """
     if isinstance(model, ModelRouter):
         return _Routed(model)
     if isinstance(model, BaseChatModel):
         return _Plain(model)
-    router = ModelRouter()
+    router = default_router()
     if model is None:
         return _Routed(router)
     if model not in router.settings.catalog.models:

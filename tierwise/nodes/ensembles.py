@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel
 
 from tierwise.catalog.policy import EnsembleSpec, Policy
 from tierwise.catalog.specs import Complexity, TaskType
+from tierwise.nodes.scores import QualityScore
 from tierwise.prompts.quality_scoring import SCORE
 from tierwise.routing.ensemble import (
     Combiner,
@@ -105,7 +105,7 @@ def quality_judges(
     :class:`~tierwise.routing.results.NoModelAvailable` when no model can judge: the
     combiner then ranks that candidate last.
     """
-    schema = _score_schema()
+    schema = QualityScore
 
     kwargs: dict[str, Any] = {
         "schema": schema, "complexity": complexity, "policy": policy,
@@ -126,8 +126,3 @@ def quality_judges(
     return judge, sync_judge
 
 
-def _score_schema() -> type[BaseModel]:
-    """The quality scoring node's schema (imported here: that module imports the node base)."""
-    from tierwise.nodes.quality_scoring import QualityScore
-
-    return QualityScore

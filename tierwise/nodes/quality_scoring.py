@@ -7,35 +7,14 @@ A score below the run's ``quality_threshold`` sends the scored step back to a hi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from tierwise.catalog.specs import TaskType
 from tierwise.nodes.base import JudgeNode, ModelLike
+from tierwise.nodes.scores import QualityScore
 from tierwise.prompts.quality_scoring import SCORE
 
-__all__ = ["QualityNode", "QualityScore", "quality_scoring_node"]
-
-
-class QualityScore(BaseModel):
-    """A rubric score and the reasons for it."""
-
-    score: int = Field(ge=0, le=10, description="0-10: 8-10 excellent, 4-7 good, 0-3 poor.")
-    reasons: list[Annotated[str, Field(max_length=100)]] = Field(
-        default_factory=list, max_length=2, description="Up to two short reasons."
-    )
-
-    def shortfall(self, threshold: float) -> str | None:
-        """Why the score is below ``threshold``, or ``None`` when it is not."""
-        if self.score >= threshold:
-            return None
-        return f"score {self.score}/10 below the threshold {threshold:g}"
-
-    @property
-    def band(self) -> Literal["excellent", "good", "poor"]:
-        """The rubric band of the score."""
-        return "excellent" if self.score >= 8 else "good" if self.score >= 4 else "poor"
+__all__ = ["QualityNode", "quality_scoring_node"]
 
 
 class QualityNode(JudgeNode):

@@ -36,7 +36,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from tierwise.catalog.policy import OperationOverride, Policy
+from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamRestart
 from tierwise.routing.router import ModelRouter
@@ -141,11 +141,7 @@ class RoutedChatModel(BaseChatModel):
         )
         if key is None:
             raise ValueError(f"model {model!r} is neither a catalog key nor a catalog model id")
-        base = self.policy or self.router.policy
-        pinned = (base.override(self.operation) or OperationOverride()).model_copy(
-            update={"pin": key}
-        )
-        return base.model_copy(update={"operations": {**base.operations, self.operation: pinned}})
+        return (self.policy or self.router.policy).pinned(self.operation, key)
 
     def _generate(
         self,

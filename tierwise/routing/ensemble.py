@@ -37,7 +37,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import BaseModel
 
-from tierwise.catalog.policy import EnsembleSpec, OperationOverride, Policy
+from tierwise.catalog.policy import EnsembleSpec, Policy
 from tierwise.catalog.specs import Complexity, TaskType
 from tierwise.guards.budget import BudgetExceeded
 from tierwise.ledger import Attempt
@@ -64,7 +64,6 @@ __all__ = [
     "ensemble",
     "field_key",
     "majority_vote",
-    "member_policy",
 ]
 
 
@@ -340,14 +339,6 @@ class EnsembleResult(RoutedResult):
 # --------------------------------------------------------------------------- running
 
 
-def member_policy(policy: Policy, operation: TaskType, model: str) -> Policy:
-    """``policy`` with ``operation`` pinned to ``model``; the rest of its override kept.
-
-    The member's call is a single-model call, so its override drops the ensemble.
-    """
-    override = policy.override(operation) or OperationOverride()
-    pinned = override.model_copy(update={"pin": model, "ensemble": None})
-    return policy.model_copy(update={"operations": {**policy.operations, operation: pinned}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +382,7 @@ def _failed(model: str, exc: NoModelAvailable | BudgetExceeded) -> Member:
 
 
 def _run_sync(router: ModelRouter, call: _Call, model: str) -> Member:
-    policy = member_policy(call.policy, call.operation, model)
+    policy = call.policy.pinned(call.operation, model)
     try:
         result = router.invoke(call.operation, call.messages, policy=policy,
                                call_id=call.call_id, **call.kwargs)  # fmt: skip
@@ -401,7 +392,7 @@ def _run_sync(router: ModelRouter, call: _Call, model: str) -> Member:
 
 
 async def _run_async(router: ModelRouter, call: _Call, model: str) -> Member:
-    policy = member_policy(call.policy, call.operation, model)
+    policy = call.policy.pinned(call.operation, model)
     try:
         result = await router.ainvoke(call.operation, call.messages, policy=policy,
                                       call_id=call.call_id, **call.kwargs)  # fmt: skip

@@ -37,7 +37,13 @@ from tierwise.guards.backend import Denied, LimitName
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
-from tierwise.ledger import Attempt, Ledger, LedgerError, LedgerRow, shared_ledger
+from tierwise.ledger import (
+    Attempt,
+    Ledger,
+    LedgerError,
+    LedgerRow,
+    shared_ledger,
+)
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
 from tierwise.routing.answers import answer_text, parse_raw
@@ -571,5 +577,6 @@ class ModelRouter:
         elif kind is FailureKind.AUTH:
             self.health.disable_provider(spec.provider.value, failure.message)
         self.health.record_failure(spec.key, kind.value)
+
 
 

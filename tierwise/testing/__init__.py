@@ -10,7 +10,7 @@ from tierwise.testing.chat import Answer, ChatRequest, Message, Tool, ToolCall
 from tierwise.testing.engine import RecordedRequest
 from tierwise.testing.env import isolated_environment
 from tierwise.testing.limits import ModelLimiter
-from tierwise.testing.scenario import ScenarioError
+from tierwise.testing.scenario import ScenarioError, from_scenario
 from tierwise.testing.schema import minimal_instance, violating_instance
 from tierwise.testing.script import Fault, FaultKind, Reply, Rule
 from tierwise.testing.serve import serve
@@ -31,6 +31,7 @@ __all__ = [
     "Simulator",
     "Tool",
     "ToolCall",
+    "from_scenario",
     "isolated_environment",
     "minimal_instance",
     "serve",

@@ -29,17 +29,21 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tierwise.catalog.specs import Provider
 from tierwise.testing.script import Behaviour, Fault, FaultKind, Reply
+from tierwise.testing.simulator import Simulator
 
-if TYPE_CHECKING:
-    from tierwise.testing.simulator import Simulator
-
-__all__ = ["ScenarioError", "apply_scenario", "read_scenario", "simulator_options"]
+__all__ = [
+    "ScenarioError",
+    "apply_scenario",
+    "from_scenario",
+    "read_scenario",
+    "simulator_options",
+]
 
 
 class ScenarioError(ValueError):
@@ -225,3 +229,11 @@ def apply_scenario(sim: Simulator, source: str | Path | Mapping[str, Any]) -> No
             per_chunk=entry.per_chunk,
             provider=entry.provider,
         )
+
+
+def from_scenario(path: str | Path, **kwargs: Any) -> Simulator:
+    """A (not yet started) simulator set up from a scenario file; ``kwargs`` win over it."""
+    data = read_scenario(path)
+    sim = Simulator(**{**simulator_options(data, str(path)), **kwargs})
+    apply_scenario(sim, data)
+    return sim

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tierwise.testing.engine import RecordedRequest
+from tierwise.testing.scenario import from_scenario
 from tierwise.testing.simulator import Simulator
 
 __all__ = ["DEFAULT_PORT", "main", "serve"]
@@ -42,7 +43,7 @@ def serve(
     """
     out = out or sys.stdout
     sim = (
-        Simulator.from_scenario(scenario, host=host, port=port)
+        from_scenario(scenario, host=host, port=port)
         if scenario is not None
         else Simulator(host=host, port=port)
     )

@@ -335,22 +335,6 @@ class Simulator:
         """List more tags in ``/api/tags``."""
         self._engine.add_ollama_models(names)
 
-    def load_scenario(self, source: str | Path | Mapping[str, Any]) -> None:
-        """Apply a scenario file (TOML or JSON) or mapping: scripts, limits, Ollama tags."""
-        from tierwise.testing.scenario import apply_scenario
-
-        apply_scenario(self, source)
-
-    @classmethod
-    def from_scenario(cls, path: str | Path, **kwargs: Any) -> Simulator:
-        """A (not yet started) simulator set up from a scenario file."""
-        from tierwise.testing.scenario import read_scenario, simulator_options
-
-        data = read_scenario(path)
-        sim = cls(**{**simulator_options(data, str(path)), **kwargs})
-        sim.load_scenario(data)
-        return sim
-
     # ------------------------------------------------------------------ observability
 
     @property

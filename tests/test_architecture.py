@@ -1,0 +1,104 @@
+"""The package's shape: no import cycle between its modules.
+
+Imports are read from the source, so the check covers every module whether or not a
+test imports it. Every import counts — inside functions and under ``TYPE_CHECKING`` too:
+deferring an import hides a cycle from the interpreter, not from a reader.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import tierwise
+
+PACKAGE = Path(tierwise.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(tree: ast.Module, name: str, is_package: bool) -> Iterator[str]:
+    """Every module ``name`` imports, wherever (relative imports resolved)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                here = name.split(".") if is_package else name.split(".")[:-1]
+                here = here[: len(here) - node.level + 1]
+                base = ".".join([*here, base] if base else here)
+            yield base
+            for alias in node.names:  # ``from pkg import module`` imports pkg.module
+                yield f"{base}.{alias.name}"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports at import time."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text("utf-8"))
+        found = set(imports(tree, name, path.name == "__init__.py"))
+        targets = {m for m in found if m in paths}
+        # importing a.b.c runs a/__init__ and a/b/__init__ first (not the importer's own)
+        targets |= {p for m in targets for p in _parents(m) if not _within(name, p)}
+        graph[name] = targets - {name}
+    return graph
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_checker_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    """A package ``__init__`` re-exporting its modules is part of the graph like any other."""
+    assert cycles(import_graph()) == []

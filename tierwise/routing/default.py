@@ -1,0 +1,56 @@
+"""The process-wide default router, shared by everything built without one.
+
+Rate-limit windows, circuit breakers and budget reservations protect only the calls that
+go through them, so node factories, graphs and chat models given no router must share one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tierwise.catalog.settings import load_settings
+from tierwise.ledger import default_ledger_path
+from tierwise.routing.router import ModelRouter
+
+__all__ = ["default_router"]
+
+
+_DEFAULT_LOCK = threading.Lock()
+_DEFAULT: tuple[tuple[Any, ...], ModelRouter] | None = None
+
+
+def default_router() -> ModelRouter:
+    """The process's router for everything built without one (nodes, graphs, chat models).
+
+    Rate-limit windows, circuit breakers and budget reservations protect only the calls
+    that go through them, so node factories given no router share this one, as routers
+    given no ledger share :func:`~tierwise.ledger.store.shared_ledger`. A router passed
+    explicitly always wins. It is built from :func:`load_settings` on first use, and
+    built again when the settings, the ledger's path or its open state change (a new
+    config file, new keys, ``$TIERWISE_LEDGER``, a closed ledger).
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> ledger = os.path.join(tempfile.mkdtemp(), "ledger.sqlite3")
+        >>> with mock.patch.dict(os.environ, TIERWISE_LEDGER=ledger):
+        ...     default_router() is default_router()
+        True
+    """
+    global _DEFAULT
+    settings = load_settings()
+    key = (
+        settings.source, settings.policy, settings.credentials, settings.providers,
+        settings.catalog.models, settings.catalog.chains,
+        (settings.ledger or default_ledger_path()).expanduser().resolve(),
+    )
+    with _DEFAULT_LOCK:
+        current = _DEFAULT
+        if current is not None and current[0] == key:
+            ledger = current[1].ledger
+            if ledger is None or not ledger.closed:
+                return current[1]
+        router = ModelRouter(settings)
+        _DEFAULT = (key, router)
+        return router
