@@ -44,8 +44,10 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in paths.items():
         tree = ast.parse(path.read_text("utf-8"))
         found = set(imports(tree, name, path.name == "__init__.py"))
-        targets = {m for m in found if m in paths}
-        # importing a.b.c runs a/__init__ and a/b/__init__ first (not the importer's own)
+        # importing a.b.c runs a/__init__ and a/b/__init__ first; the importer's own
+        # packages are already running (``from tierwise.ledger import queries`` inside
+        # tierwise.ledger imports tierwise.ledger.queries, not tierwise.ledger again)
+        targets = {m for m in found if m in paths and not _within(name, m)}
         targets |= {p for m in targets for p in _parents(m) if not _within(name, p)}
         graph[name] = targets - {name}
     return graph
