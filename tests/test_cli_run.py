@@ -537,3 +537,48 @@ def test_a_killed_run_resumes_without_repeating_finished_model_calls(
     assert found["rationale"] and not found["best_effort"]
     nodes = Counter((e["node"], e["step"]) for e in found["report"]["entries"])
     assert set(nodes.values()) == {1} and len(nodes) == 11  # every node answered once
+
+
+def test_the_resume_hint_appears_only_once_the_thread_can_be_resumed(
+    env: Simulator, tmp_path: Path
+) -> None:
+    """A kill right after the hint: the command the hint names resumes the thread."""
+    checkpoints = tmp_path / "cp.sqlite"
+    for thread in ("K1", "K2"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tierwise.cli", "run", INSTRUCTION, "--thread", thread,
+             "--checkpoints", str(checkpoints)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}, cwd=tmp_path,
+        )
+        hint = f"resume with: tierwise run --thread {thread} --checkpoints {checkpoints}"
+        lines: list[str] = []
+        try:
+            for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
+                lines.append(line)
+                if hint in line:
+                    proc.send_signal(signal.SIGKILL)  # at once, as a user's Ctrl-\ or OOM
+                    break
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        assert any(hint in line for line in lines), (lines, proc.stderr.read())  # type: ignore[union-attr]
+        resumed = run(*hint.removeprefix("resume with: tierwise run ").split())
+        assert resumed.exit_code == 0, resumed.output
+        assert "no run with thread" not in resumed.output
+        assert f"thread {thread}" in resumed.stdout
+
+
+def test_model_text_in_a_run_is_shown_escaped_never_obeyed(env: Simulator) -> None:
+    hostile = "[link=https://evil.example]x[/link] [/] \x1b[2J\x1b]0;pwned\x07 end"
+    env.script("*", Reply.json({"instruction": "Plan it. " + hostile}),
+               when=asks(TaskType.REWRITING))
+    env.script("*", Reply.json({"rationale": "Because " + hostile}),
+               when=asks(TaskType.RATIONALE_GENERATION))
+    env.script("*", Reply.json({"steps": [STEPS[0] + " " + hostile, STEPS[1]]}),
+               when=asks(TaskType.DECOMPOSITION))
+    result = run(INSTRUCTION)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert result.stdout.count("\\x1b[2J\\x1b]0;pwned\\x07 end") >= 2
+    assert "[link=https://evil.example]x[/link] [/]" in result.stdout

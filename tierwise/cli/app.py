@@ -32,6 +32,7 @@ from tierwise.cli.common import (
     _recording_ledger,
     _settings,
     _since,
+    failed_call,
     out,
 )
 from tierwise.cli.terminal import shown
@@ -261,7 +262,8 @@ def ask(
                 operation, prompt, complexity=complexity, max_tokens=max_tokens
             )
         except (NoModelAvailable, BudgetExceeded) as exc:
-            out.fail(str(exc), "run `tierwise doctor` / `tierwise budget` to see why", code=1)
+            out.fail(failed_call(exc), "run `tierwise doctor` / `tierwise budget` to see why",
+                     code=1)
         if as_json:
             out.json({"answer": result.message.content, **result.provenance()})
             return

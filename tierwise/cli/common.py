@@ -292,6 +292,13 @@ def _recording_ledger(path: Path | None, record: bool) -> Iterator[Ledger | None
         yield ledger
 
 
+def failed_call(exc: Exception) -> str:
+    """A router's failure as one line: the reason, then what went wrong with each model."""
+    first = str(exc).splitlines()[0]
+    tried = "; ".join(a.describe() for a in getattr(exc, "attempts", ()))
+    return f"{first} ({tried})" if tried else first
+
+
 def _since(text: str) -> float:
     """``30m`` / ``24h`` / ``7d`` ago, or a date, as a unix time."""
     units = {"m": 60, "h": 3600, "d": 86400}

@@ -29,7 +29,7 @@ from rich.console import Console
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import Provider
-from tierwise.cli.common import REAL_ANSWERS, Printer, RunFailed
+from tierwise.cli.common import REAL_ANSWERS, Printer, RunFailed, failed_call
 from tierwise.cli.progress import Progress
 from tierwise.cli.run_output import GRAPHS, GraphName, show
 from tierwise.cli.terminal import shown
@@ -295,10 +295,8 @@ async def _execute(
         except NoModelAvailable as exc:
             # One line: the reason, and what went wrong with each model tried (a crash of
             # the embedded model names itself and its fix here).
-            tried = "; ".join(a.describe() for a in exc.attempts)
-            first = str(exc).splitlines()[0]
-            raise RunFailed(f"{first} ({tried})" if tried else first,
-                            _failed_hint(thread, request, resumable), code=1) from None
+            raise RunFailed(failed_call(exc), _failed_hint(thread, request, resumable),
+                            code=1) from None
         except BudgetExceeded as exc:
             raise RunFailed(str(exc).splitlines()[0], _failed_hint(thread, request, resumable),
                             code=1) from None
