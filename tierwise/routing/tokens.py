@@ -1,22 +1,26 @@
 """Token estimates: the one place prompts and tool/schema definitions are counted.
 
-The router's cost caps, the rate limiter's TPM permits and the budget's reservations all
-start from these estimates, so they must agree; they are budgets, not counts (the
-ledger records the provider's real usage).
+The router's context-window and cost checks, the rate limiter's TPM permits and the
+budget's reservations all start from these estimates, so they must agree. They come from
+LangChain's :func:`~langchain_core.messages.utils.count_tokens_approximately` (about four
+characters a token, plus a few per message), which counts what a provider bills as input:
+message text, roles and names, an assistant's tool calls, tool-call ids, images, and the
+definitions of the bound tools and response schema. They are budgets, not counts: the
+ledger records the provider's real usage.
 """
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import BaseMessage
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-__all__ = ["Schema", "definition_tokens", "estimate_tokens", "text_tokens"]
+__all__ = ["Schema", "definition_tokens", "estimate_tokens"]
 
 #: A schema is a pydantic class, a TypedDict or a JSON-schema dict.
 Schema = type[BaseModel] | type | Mapping[str, Any]
@@ -25,16 +29,9 @@ _DEFINITIONS: OrderedDict[tuple[int, ...], tuple[int, Any]] = OrderedDict()
 _DEFINITIONS_SIZE = 512
 
 
-def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
-    """Roughly 4 characters per token plus a few per message: a budget, not a count."""
-    chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content))
-                for m in messages)
-    return chars // 4 + 4 * len(messages)
-
-
-def text_tokens(text: str) -> int:
-    """4 characters per token, rounded up (as :func:`estimate_tokens` counts text)."""
-    return (len(text) + 3) // 4
+def estimate_tokens(messages: Iterable[BaseMessage]) -> int:
+    """Estimated input tokens of ``messages``, tool calls included (a budget, not a count)."""
+    return count_tokens_approximately(messages)
 
 
 def definition_tokens(schema: Schema | None, tools: tuple[Any, ...]) -> int:
@@ -53,19 +50,18 @@ def definition_tokens(schema: Schema | None, tools: tuple[Any, ...]) -> int:
         _DEFINITIONS.move_to_end(key)
         return entry[0]
     definitions = (*tools, schema) if schema is not None else tools
-    tokens = sum(text_tokens(_definition_text(d)) + 4 for d in definitions)
+    tokens = count_tokens_approximately([], tools=[_definition(d) for d in definitions])
     _DEFINITIONS[key] = (tokens, (schema, tools))
     if len(_DEFINITIONS) > _DEFINITIONS_SIZE:
         _DEFINITIONS.popitem(last=False)
     return tokens
 
 
-def _definition_text(definition: Any) -> str:
+def _definition(definition: Any) -> dict[str, Any]:
     """A tool or schema as the JSON a provider receives (name, description, parameters)."""
     try:
-        return json.dumps(convert_to_openai_tool(definition))
+        return dict(convert_to_openai_tool(definition))
     except Exception:  # noqa: BLE001 - a provider's built-in tool, a bare JSON schema...
-        try:
-            return json.dumps(definition, default=str)
-        except (TypeError, ValueError):
-            return str(definition)
+        if isinstance(definition, Mapping):
+            return dict(definition)
+        return {"definition": str(definition)}
