@@ -35,7 +35,7 @@ from tierwise.providers.embedded import (  # noqa: E402
     default_model_path,
 )
 from tierwise.providers.embedded_messages import to_llama_message  # noqa: E402
-from tierwise.providers.embedded_process import worker_for  # noqa: E402
+from tierwise.providers.embedded_process import shutdown_workers, worker_for  # noqa: E402
 from tierwise.providers.llama_build import (  # noqa: E402
     PORTABLE_CMAKE_ARGS,
     REINSTALL_COMMAND,
@@ -150,6 +150,19 @@ def test_temperature_zero_is_deterministic(model: EmbeddedChatModel) -> None:
     first = model.invoke(PROMPT)
     model.invoke(STORY, max_tokens=4)  # another prompt in between must not change the answer
     assert model.invoke(PROMPT).content == first.content
+
+
+def test_cached_system_turns_keep_greedy_answers_identical() -> None:
+    """The worker reuses a system turn's KV cache; answers must not depend on it."""
+    model = EmbeddedChatModel(max_tokens=8)
+    a = [SystemMessage("Classify the instruction: billing, tech, travel or other."),
+         HumanMessage("Plan a three-day team offsite in Lisbon")]
+    b = [SystemMessage("Rewrite the instruction so it is clear and self-contained."),
+         HumanMessage("book table 4 ppl 8pm")]
+    first_a, first_b, again_a, again_b = (model.invoke(m).content for m in (a, b, a, b))
+    shutdown_workers()  # a fresh worker: nothing cached
+    assert (again_a, again_b) == (first_a, first_b)
+    assert model.invoke(a).content == first_a
 
 
 def test_max_tokens_truncates_with_finish_reason_length(model: EmbeddedChatModel) -> None:

@@ -12,7 +12,9 @@ Design points:
   size and thread count. A native crash there (SIGILL from a build for another CPU) is an
   `EmbeddedModelCrashed` failure the router falls back from, never the caller's death.
 - Calls into one worker are served one after the other; a stream holds the worker until
-  it is exhausted or closed (closing cancels the rest of the generation).
+  it is exhausted or closed (closing cancels the rest of the generation). The worker keeps
+  the KV cache of recent system turns, so an operation's instructions are evaluated once,
+  not on every call (see ``embedded_worker._Session.prepare``; answers stay identical).
 - Async calls wait for the worker in a thread and never block the event loop.
 - Structured output uses llama.cpp's JSON-schema-constrained decoding (a grammar built
   from the schema), so the answer always parses as JSON of that shape unless it is cut

@@ -29,12 +29,19 @@ build does on a machine that lacks the instruction.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
 import signal
 import sys
+from collections import OrderedDict
 from typing import IO, Any, cast
+
+import llama_cpp
+
+_MIN_PREFIX = 16  # a shorter system turn is cheaper to evaluate than to restore
+_PREFIXES = 32  # system turns kept as saved KV state (each a few MB)
 
 CRASH_ENV = "TIERWISE_EMBEDDED_CRASH"
 """Environment variable naming a signal the worker raises on itself when it generates."""
@@ -56,6 +63,8 @@ class _Session:
             n_threads_batch=n_threads,
             verbose=False,
         )
+        self.prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.kv_prefix: tuple[int, ...] = ()
         self.formatter: Jinja2ChatFormatter | None = None
         template = self.llm.metadata.get("tokenizer.chat_template")
         if template and self.llm.chat_handler is None:
@@ -75,16 +84,67 @@ class _Session:
         self.out.write(json.dumps(message) + "\n")
         self.out.flush()
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Count the prompt tokens llama.cpp's chat handler builds from ``messages``."""
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt tokens llama.cpp's chat handler builds from ``messages``."""
         if self.formatter is not None:
             result = self.formatter(messages=cast(Any, messages))
-            tokens = self.llm.tokenize(
+            return self.llm.tokenize(
                 result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
             )
-            return len(tokens)
         text = "\n".join(f"{m['role']}\n{m['content']}" for m in messages)
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Count the prompt tokens llama.cpp's chat handler builds from ``messages``."""
+        return len(self.prompt_tokens(messages))
+
+    def prepare(self, messages: list[dict[str, str]]) -> None:
+        """Leave exactly the prompt's system turn in the KV cache, or nothing.
+
+        Operations send the same system turn (instructions, schema) with many inputs, and
+        evaluating a prompt costs about as much as generating, so the system turn's KV
+        cache is kept (the current one, and up to `_PREFIXES` more as saved sequence
+        state) and only the rest of the prompt is evaluated. The system turn is always
+        evaluated on its own, from an empty cache, so its cached state is bit-identical
+        to a fresh evaluation and greedy answers do not depend on what ran before (reusing
+        an arbitrary cached prefix would: a different batch split, different rounding).
+        """
+        llm = self.llm
+        prefix: tuple[int, ...] = ()
+        if self.formatter is not None and messages and messages[0]["role"] == "system":
+            full = self.prompt_tokens(messages)
+            head = self.prompt_tokens(messages[:1])
+            length = 0
+            for a, b in zip(full, head, strict=False):
+                if a != b:
+                    break
+                length += 1
+            if _MIN_PREFIX <= length < len(full) - 1:
+                prefix = tuple(full[:length])
+        if not prefix:
+            llm.reset()  # type: ignore[no-untyped-call]
+            self.kv_prefix = ()
+            return
+        if prefix == self.kv_prefix:  # the KV cache starts with it: drop the rest
+            llm.n_tokens = len(prefix)
+            return
+        saved = self.prefixes.get(prefix)
+        llm.reset()  # type: ignore[no-untyped-call]
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        if saved is None:
+            llm.eval(list(prefix))
+            size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+            buffer = (ctypes.c_uint8 * size)()
+            llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
+            self.prefixes[prefix] = buffer
+            while len(self.prefixes) > _PREFIXES:
+                self.prefixes.popitem(last=False)
+        else:
+            self.prefixes.move_to_end(prefix)
+            llama_cpp.llama_state_seq_set_data(llm.ctx, saved, len(saved), 0)
+            llm.input_ids[: len(prefix)] = prefix
+            llm.n_tokens = len(prefix)
+        self.kv_prefix = prefix
 
     def count_text_tokens(self, text: str) -> int:
         if not text:
@@ -95,9 +155,7 @@ class _Session:
         crash = os.environ.get(CRASH_ENV)
         if crash:
             os.kill(os.getpid(), getattr(signal, crash))
-        # Every call starts from an empty KV cache: llama-cpp-python otherwise reuses the
-        # cached prefix of the previous prompt, and that changes greedy answers.
-        self.llm.reset()  # type: ignore[no-untyped-call]
+        self.prepare(request["messages"])
         if not stream:
             response = cast(dict[str, Any], self.llm.create_chat_completion(**request))
             choice = response["choices"][0]
