@@ -1,4 +1,4 @@
-"""The package's shape: no import cycle between its modules.
+"""The package's shape: no import cycle between its modules, dependencies one way.
 
 Imports are read from the source, so the check covers every module whether or not a
 test imports it. Every import counts — inside functions and under ``TYPE_CHECKING`` too:
@@ -112,3 +112,42 @@ KNOWN: list[list[str]] = [
 def test_the_package_has_no_import_cycle() -> None:
     """A package ``__init__`` re-exporting its modules is part of the graph like any other."""
     assert cycles(import_graph()) == KNOWN
+
+
+#: Each folder may import from folders of a lower rank only (README "Architecture"):
+#: catalog <- providers <- ledger <- guards / learning <- routing <- nodes <- graphs <-
+#: evaluation / insights <- cli. ``prompts`` sits at the bottom (nodes use it); ``testing``
+#: (the simulator) may use anything below ``nodes``.
+RANK = {
+    "catalog": 0, "prompts": 0, "providers": 1, "ledger": 2, "guards": 3, "learning": 3,
+    "routing": 4, "testing": 4.5, "nodes": 5, "graphs": 6, "evaluation": 7, "insights": 7,
+    "cli": 8,
+}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a folder into one of a higher (or the same, other) rank."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        here = _folder(module)
+        for target in sorted(targets):
+            there = _folder(target)
+            if here is None or there is None or here == there:
+                continue
+            if RANK[there] >= RANK[here]:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def _folder(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in RANK else None
+
+
+def test_every_folder_is_ranked() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(RANK)
+
+
+def test_dependencies_run_one_way() -> None:
+    assert upward_imports(import_graph()) == []

@@ -22,6 +22,7 @@ from tierwise.catalog.settings import (
 from tierwise.catalog.specs import ModelSpec, Provider, Tier
 from tierwise.cli.app import app
 from tierwise.providers.clients import ProviderFactory, probe
+from tierwise.routing.availability import probed_snapshot
 from tierwise.routing.selector import Selector
 
 KEY_VARS = sorted({name for names in CREDENTIAL_ENV.values() for name in names})
@@ -130,7 +131,7 @@ def test_probe_snapshot_and_explanations_hide_the_key() -> None:
     settings = _settings()
     availability = probe(settings)
     _assert_clean(repr(availability), "availability")
-    snapshot = availability.snapshot(settings.catalog.models)
+    snapshot = probed_snapshot(availability, settings.catalog.models)
     _assert_clean(repr(snapshot), "snapshot")
     explanation = Selector(settings.catalog).explain(
         "classification", "simple", Policy(mode="balanced"), snapshot

@@ -37,7 +37,7 @@ from tierwise.cli.common import (
 )
 from tierwise.cli.terminal import shown
 from tierwise.providers.clients import probe
-from tierwise.routing.availability import Availability
+from tierwise.routing.availability import Availability, probed_snapshot
 from tierwise.routing.selector import Selector
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def doctor(config: ConfigOption = None) -> None:
             )
         out.table(table)
         snapshot = Availability(
-            settings, fixed=availability.snapshot(settings.catalog.models)
+            settings, fixed=probed_snapshot(availability, settings.catalog.models)
         ).snapshot()
         unanswerable = [
             op.value for op in TaskType

@@ -4,7 +4,7 @@ Every client is built with its SDK's retries off and a timeout set (tierwise own
 a 429 must move to the next candidate at once, not sleep inside the SDK), and built once
 per spec, because constructing one costs tens of milliseconds. Availability is probed
 cheaply — a key is present, Ollama answers ``/api/tags`` and has the model pulled, the
-embedded model is installed — and summarised as a selector :class:`Snapshot`.
+embedded model is installed (routing turns it into a selector snapshot).
 :class:`ProbeCache` keeps the latest probe for a router: sync callers probe in place, async
 callers never probe on the event loop (:func:`aprobe`, refreshed in the background).
 """
@@ -25,7 +25,6 @@ import httpx
 
 from tierwise.catalog.settings import CREDENTIAL_ENV, Settings
 from tierwise.catalog.specs import ModelSpec, Provider
-from tierwise.routing.snapshot import Snapshot
 
 if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never need it
     from langchain_core.language_models import BaseChatModel
@@ -168,18 +167,6 @@ class Availability:
         if status.models is not None and not _tag_present(spec.model, status.models):
             return False, f"not pulled in Ollama (run: ollama pull {spec.model})"
         return True, status.detail
-
-    def snapshot(self, specs: Mapping[str, ModelSpec]) -> Snapshot:
-        """A selector snapshot: every ready model available, the others with reasons."""
-        available: set[str] = set()
-        reasons: dict[str, str] = {}
-        for key, spec in specs.items():
-            ready, why = self.model_ready(spec)
-            if ready:
-                available.add(key)
-            else:
-                reasons[key] = why
-        return Snapshot(available=frozenset(available), reasons=reasons)
 
 
 def embedded_installed() -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from tierwise.catalog.settings import Settings
-from tierwise.catalog.specs import Catalog
+from tierwise.catalog.specs import Catalog, ModelSpec
 from tierwise.guards.health import HealthBoard
 from tierwise.ledger import Ledger
 from tierwise.ledger.evidence import Measured
@@ -34,7 +34,13 @@ from tierwise.providers.clients import ProbeCache
 from tierwise.routing.demotion import DemotionRule, Evidence, judged_pairs
 from tierwise.routing.snapshot import Snapshot, Standing
 
-__all__ = ["DEFAULT_DEMOTION", "Availability", "RecordSource", "read_standings"]
+__all__ = [
+    "DEFAULT_DEMOTION",
+    "Availability",
+    "RecordSource",
+    "probed_snapshot",
+    "read_standings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,19 @@ class RecordSource(Protocol):
         operation: str | None = ...,
     ) -> Mapping[tuple[str, str], Evidence]:
         """Per (operation, model) of ``pairs``: its last ``last_n`` sent calls since ``since``."""
+
+
+def probed_snapshot(probed: Probe, specs: Mapping[str, ModelSpec]) -> Snapshot:
+    """A probe as a snapshot: every ready model available, the others with reasons."""
+    available: set[str] = set()
+    reasons: dict[str, str] = {}
+    for key, spec in specs.items():
+        ready, why = probed.model_ready(spec)
+        if ready:
+            available.add(key)
+        else:
+            reasons[key] = why
+    return Snapshot(available=frozenset(available), reasons=reasons)
 
 
 def read_standings(
@@ -137,7 +156,7 @@ class Availability:
         if base is None:
             probed = self.probes.get()
             if self._probed is None or self._probed[0] is not probed:
-                self._probed = (probed, probed.snapshot(self.settings.catalog.models))
+                self._probed = (probed, probed_snapshot(probed, self.settings.catalog.models))
             base = self._probed[1]
         snap = self.health.snapshot(base, self._provider_of)
         standings = self._current_standings()
