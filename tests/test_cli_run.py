@@ -582,3 +582,19 @@ def test_model_text_in_a_run_is_shown_escaped_never_obeyed(env: Simulator) -> No
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert result.stdout.count("\\x1b[2J\\x1b]0;pwned\\x07 end") >= 2
     assert "[link=https://evil.example]x[/link] [/]" in result.stdout
+
+
+def test_failed_attempts_and_fallbacks_show_as_they_happen(env: Simulator) -> None:
+    env.script("*", Fault.server_error(503), times=1, when=asks(TaskType.CLASSIFICATION))
+    env.script("*", Fault.http_error(401, "Invalid API Key"), times=1,
+               when=asks(TaskType.REWRITING))
+    result = run(INSTRUCTION)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    failed = [i for i, line in enumerate(lines) if line.lstrip().startswith("↳ ✗")]
+    assert len(failed) == 2, result.stdout
+    assert "classify" in lines[failed[0]] and "falling back" in lines[failed[0]]
+    assert "rewrite" in lines[failed[1]]
+    # shown live: before the node's own line says which model answered
+    done = next(i for i, line in enumerate(lines) if line.startswith("✓ classify"))
+    assert failed[0] < done

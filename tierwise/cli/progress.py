@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
 from rich.console import RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
@@ -19,8 +21,9 @@ from rich.table import Table
 
 from tierwise.cli.common import Printer
 from tierwise.cli.terminal import shown
+from tierwise.providers.failures import classify
 
-__all__ = ["Progress", "dollars", "milliseconds", "step_text"]
+__all__ = ["AttemptWatcher", "Progress", "dollars", "milliseconds", "step_text"]
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class _Row:
     min_tier: str | None = None
     tool: str | None = None
     error: str | None = None
+    attempt: bool = False  # one failed model call inside the node, not the node itself
 
 
 def step_text(step: int | None) -> str:
@@ -61,7 +65,7 @@ def _note(row: _Row) -> str:
     if row.escalation:
         floor = f", min tier {row.min_tier}" if row.min_tier else ""
         parts.append(f"↑ escalation {row.escalation}{floor}")
-    if row.status == "failed" and row.tool is None:
+    if row.status == "failed" and row.tool is None and not row.attempt:
         parts.append("no model at a higher tier: earlier answer kept")
     if row.error:
         parts.append(f"error: {row.error}")
@@ -136,6 +140,18 @@ class Progress:
             self.out.line(text)
             sys.stdout.flush()
 
+    def attempt_failed(self, node: str, model: str, tier: str, detail: str) -> None:
+        """A model call inside ``node`` failed; the router is trying the next candidate."""
+        detail = detail if len(detail) <= 100 else detail[:99] + "…"
+        line = f"  ↳ ✗ {node} · {model} ({tier}) failed, falling back: {detail}"
+        if self._live is not None:
+            row = _Row(node=node, operation="", step=None, status="failed", model=model,
+                       tier=tier, error=f"failed, falling back: {detail}", attempt=True)
+            self.rows.append(row)
+            self._live.update(self._table())
+        else:
+            self.say(shown(self.out.scrub(line)))
+
     def _running(self, node: str, step: int | None) -> _Row | None:
         for row in reversed(self.rows):
             if row.node == node and row.step == step and row.status == "running":
@@ -178,3 +194,41 @@ class Progress:
                 "" if row.tool else dollars(row.cost), shown(scrub(_note(row))),
             )
         return table
+
+
+class AttemptWatcher(BaseCallbackHandler):
+    """Shows each failed model call as it happens (the router falls back after it).
+
+    A LangChain callback in the run's config: every provider call the router makes inside
+    a node carries ``tierwise_model`` / ``tierwise_tier`` metadata, so a failed one (a
+    bad key, a 5xx, a timeout) is shown live, not only in the ledger. The error is
+    classified and redacted first: provider error bodies may echo a key.
+    """
+
+    run_inline = True  # called in the event loop's thread, in order with the stream
+
+    def __init__(self, progress: Progress, redact: Any) -> None:
+        """Report to ``progress``; ``redact`` scrubs configured secrets."""
+        self.progress = progress
+        self.redact = redact
+        self.calls: dict[UUID, tuple[str, str, str]] = {}
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Remember which model and node this call is."""
+        meta = metadata or {}
+        if "tierwise_model" in meta:
+            self.calls[run_id] = (str(meta.get("langgraph_node", "?")),
+                                  str(meta["tierwise_model"]), str(meta.get("tierwise_tier", "")))
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a call that answered."""
+        self.calls.pop(run_id, None)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Show a failed call of a routed model."""
+        found = self.calls.pop(run_id, None)
+        if found is None:
+            return
+        failure = classify(error, redact=self.redact)
+        self.progress.attempt_failed(*found, f"{failure.kind.value} — {failure.message}")

@@ -30,7 +30,7 @@ from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import Provider
 from tierwise.cli.common import REAL_ANSWERS, Printer, RunFailed, failed_call
-from tierwise.cli.progress import Progress
+from tierwise.cli.progress import AttemptWatcher, Progress
 from tierwise.cli.run_output import GRAPHS, GraphName, show
 from tierwise.cli.terminal import shown
 from tierwise.cli.tools import load_tools
@@ -280,9 +280,10 @@ async def _execute(
     live = not request.as_json and sys.stdout.isatty()
     resumable = stored is not None  # a new thread: only once its first checkpoint is saved
     with Progress(out, live=live, quiet=request.as_json) as progress:
+        watched = {**config, "callbacks": [AttemptWatcher(progress, settings.credentials.redact)]}
         try:
             async for _ns, mode, data in graph.astream(
-                graph_input, config, context=context, stream_mode=["custom", "values"],
+                graph_input, watched, context=context, stream_mode=["custom", "values"],
                 subgraphs=True, durability="sync",  # saved before the next step starts
             ):
                 if not resumable and await saver.aget_tuple(_thread_config(thread)):
