@@ -428,3 +428,14 @@ def test_flags_render_as_flags_in_help(command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert "--help" in result.output
     assert "<bool>" not in result.output
+
+
+@needs_embedded
+def test_route_hint_names_tool_calling_when_it_excludes_the_models(isolated: Path) -> None:
+    (isolated / "tierwise.toml").write_text(
+        f'[models."{EMBEDDED}"]\ntools = false\n\n[policy]\nmode = "local_only"\n')
+    result = run("route", "tool_use_formatting", "--tools")
+    assert result.exit_code == 2, result.output
+    lines = _error_lines(result)
+    assert lines[0] == "error: no model can answer tool_use_formatting under this policy"
+    assert lines[1].startswith(f"hint: the call needs tool calling, which {EMBEDDED} cannot do")

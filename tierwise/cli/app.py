@@ -188,11 +188,15 @@ def route(
                 skipped.add_row(exclusion.spec.key, exclusion.spec.tier.value, exclusion.reason)
             out.table(skipped)
         if not explanation.chosen:
-            out.fail(
-                f"no model can answer {operation.value} under this policy",
-                "set a provider key, start Ollama, install tierwise[embedded], or relax the "
-                "policy",
-            )
+            # Name the real reason when a capability, not availability, excluded models.
+            lacking = [e.spec.key for e in explanation.excluded if e.reason == "no tool calling"]
+            hint = ("set a provider key, start Ollama, install tierwise[embedded], or relax the "
+                    "policy")
+            if lacking:
+                hint = (f"the call needs tool calling, which {', '.join(lacking)} cannot do: "
+                        "set a key of a provider with tool calling (GROQ_API_KEY is free; "
+                        "`tierwise models` shows which can), or start Ollama with llama3.1:8b")
+            out.fail(f"no model can answer {operation.value} under this policy", hint)
 
 
 @app.command()
