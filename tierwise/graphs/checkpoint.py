@@ -8,6 +8,7 @@ plus any the caller adds (a custom parameter schema, say).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -69,7 +70,8 @@ async def sqlite_checkpointer(
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Off the loop: the async path must not block it (LangGraph Server would fail the run).
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(str(target)) as conn:
         saver = AsyncSqliteSaver(conn, serde=serializer(extra_types))
         await saver.setup()
