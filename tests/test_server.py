@@ -283,5 +283,13 @@ def _status(n: int) -> Any:
     return ProviderStatus(Provider.OLLAMA, True, f"probe {n}", models=frozenset())
 
 
+async def test_the_suite_fails_a_blocking_call_on_the_event_loop(simulator: Simulator) -> None:
+    """conftest's blockbuster is on in async tests: the old on-loop probe would fail here."""
+    from blockbuster import BlockingError
+
+    with pytest.raises(BlockingError, match="socket"):
+        probe(simulator.settings())
+
+
 if sys.platform == "win32":  # pragma: no cover - process groups
     pytestmark = pytest.mark.skip(reason="the server is stopped through its process group")
