@@ -28,6 +28,7 @@ from tierwise.cli.common import (
     _settings,
     out,
 )
+from tierwise.cli.terminal import shown
 
 if TYPE_CHECKING:  # imported when the command runs: `tierwise --help` stays fast
     from tierwise.evaluation.datasets import EvalSet
@@ -221,7 +222,7 @@ def _print(report: EvalReport) -> None:
         table.add_column(column)
     for m in report.models:
         table.add_row(
-            m.model, str(m.n),
+            shown(m.model), str(m.n),
             "-" if m.mean is None else f"{m.mean:.2f} ({m.low:.2f}-{m.high:.2f})",
             f"${m.cost:.6f}", "-" if m.cost_per_item is None else f"${m.cost_per_item:.6f}",
             f"{_ms(m.p50_latency)} / {_ms(m.p95_latency)}", str(m.failures),

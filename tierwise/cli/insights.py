@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from tierwise.catalog.specs import TaskType
@@ -27,6 +26,7 @@ from tierwise.cli.common import (
     _since,
     out,
 )
+from tierwise.cli.terminal import shown
 
 __all__ = ["ab_app", "recommend_command"]
 
@@ -82,11 +82,11 @@ def ab_report_command(
         return
     for report in reports:
         a, b = report.a, report.b
-        table = Table(title=f"A/B test {escape(report.test)} · {report.operation} · "
-                      f"last {escape(since)}")  # fmt: skip
+        table = Table(title=f"A/B test {shown(report.test)} · {report.operation} · "
+                      f"last {shown(since)}")  # fmt: skip
         for column in ("metric", f"a: {a.model}", f"b: {b.model}", "b - a", "test", "p",
                        "verdict"):  # fmt: skip
-            table.add_column(escape(column))
+            table.add_column(shown(column))
         for m in report.metrics:
             arm_a, arm_b = _arm_cells(m.metric, report.a, report.b)
             more = (f"\n[dim]~{m.more_per_arm} more calls/arm[/]"
@@ -99,7 +99,7 @@ def ab_report_command(
             )
         out.table(table)
         style = "green" if report.decided else "yellow"
-        out.line(f"[bold {style}]{escape(report.summary())}[/]")
+        out.line(f"[bold {style}]{shown(report.summary())}[/]")
 
 
 def _arm_cells(metric: str, a: object, b: object) -> tuple[str, str]:
@@ -173,9 +173,9 @@ def recommend_command(
     if not recs:
         out.line(f"no calls or quality evidence recorded since {since}")
         return
-    out.line(f"[dim]rule: {escape(RULE)}[/]")
+    out.line(f"[dim]rule: {shown(RULE)}[/]")
     for rec in recs:
-        table = Table(title=f"{rec.operation} · last {escape(since)}")
+        table = Table(title=f"{rec.operation} · last {shown(since)}")
         for column in ("tier", "model", "quality", "success", "$ / success", "p50",
                        "quality / $", "quality / s"):  # fmt: skip
             table.add_column(column)
@@ -188,7 +188,7 @@ def recommend_command(
             else:
                 quality = f"[dim]too little record (n={m.evidence})[/]"
             table.add_row(
-                m.tier, m.model + ("" if m.in_chain else " [dim](not in chain)[/]"), quality,
+                m.tier, shown(m.model) + ("" if m.in_chain else " [dim](not in chain)[/]"), quality,
                 "-" if m.success_rate is None else f"{m.success_rate:.0%} of {m.attempts}",
                 "-" if m.cost_per_success is None else f"${m.cost_per_success:.6f}",
                 "-" if m.p50_latency is None else f"{m.p50_latency * 1000:.0f} ms",
@@ -200,12 +200,12 @@ def recommend_command(
         for tier in rec.tiers:
             change = tier.change()
             if change is None:
-                out.line(f"  {tier.tier}: keep — {escape(tier.reason)}")
+                out.line(f"  {tier.tier}: keep — {shown(tier.reason)}")
             else:
                 mark = "[green]" if tier.significant else "[yellow]"
-                out.line(f"  {tier.tier}: {mark}{escape(change)}[/] — {escape(tier.reason)}")
+                out.line(f"  {tier.tier}: {mark}{shown(change)}[/] — {shown(tier.reason)}")
     if snippet is None:
         out.line("no chain change suggested")
         return
     out.line("to apply, add to tierwise.toml:")
-    out.line(escape(snippet))
+    out.line(shown(snippet))
