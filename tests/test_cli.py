@@ -439,3 +439,39 @@ def test_route_hint_names_tool_calling_when_it_excludes_the_models(isolated: Pat
     lines = _error_lines(result)
     assert lines[0] == "error: no model can answer tool_use_formatting under this policy"
     assert lines[1].startswith(f"hint: the call needs tool calling, which {EMBEDDED} cannot do")
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+def test_doctor_shows_where_state_lives_local_by_default() -> None:
+    result = run("doctor")
+    assert result.exit_code == 0, result.output
+    assert "rate limits" in result.stdout and "in-process" in result.stdout
+    assert "Redis" not in result.stdout
+
+
+@pytest.mark.parametrize("port", ["6379", "1"], ids=["reachable", "down"])
+def test_doctor_shows_the_redis_backend_redacted(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    config = isolated / "conf.toml"
+    config.write_text(f'[state]\nredis_url = "redis://127.0.0.1:{port}/0"\n')
+    monkeypatch.setenv("TIERWISE_REDIS_URL", f"redis://:pw-not-real@127.0.0.1:{port}/0")
+    result = run("doctor", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert f"redis://:***@127.0.0.1:{port}/0" in out.replace("│ ", "").replace(" │", "")
+    assert "pw-not-real" not in result.output
+    if port == "1":
+        assert "ConnectionError" in out and "fail open" in out
+
+
+def test_bad_state_url_is_one_readable_line(isolated: Path) -> None:
+    config = isolated / "bad.toml"
+    config.write_text('[state]\npostgres_url = "mysql://u:pw-not-real@h/db"\n')
+    result = run("doctor", "--config", str(config))
+    assert result.exit_code != 0
+    lines = _error_lines(result)
+    assert lines[0].startswith("error: ") and "state.postgres_url" in lines[0]
+    assert "pw-not-real" not in result.output

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Catalog, Provider, default_catalog_data
+from tierwise.catalog.state import StateConfig, redact_url
 
 __all__ = [
     "CREDENTIAL_FIELD",
@@ -105,6 +106,9 @@ class Credentials(BaseSettings):
     hf_token: SecretStr | None = Field(None, validation_alias="HF_TOKEN")
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     ollama_host: str | None = Field(None, validation_alias="OLLAMA_HOST")
+    #: Override ``[state]`` of ``tierwise.toml`` (see :mod:`tierwise.catalog.state`).
+    redis_url: str | None = Field(None, validation_alias="TIERWISE_REDIS_URL")
+    postgres_url: str | None = Field(None, validation_alias="TIERWISE_POSTGRES_URL")
 
     def key(self, provider: Provider) -> SecretStr | None:
         """The key for ``provider``; ``None`` when unset or the provider needs none."""
@@ -156,6 +160,7 @@ class _ConfigFile(BaseModel):
     providers: dict[Provider, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     chains: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    state: StateConfig = StateConfig()
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ class Settings:
     #: (``None``: ``$TIERWISE_LEDGER`` or the user data dir). The simulator's settings name
     #: a temporary one, so simulated calls never reach the user's ``tierwise stats``.
     ledger: Path | None = None
+    #: Where state shared between processes lives (Redis, PostgreSQL); empty: this process.
+    state: StateConfig = field(default_factory=StateConfig)
 
     def base_url(self, provider: Provider) -> str | None:
         """The configured endpoint of ``provider`` (Ollama: ``OLLAMA_HOST`` or default)."""
@@ -280,7 +287,12 @@ def _load_settings(path: str | Path | None, credentials: Credentials) -> Setting
         raise _config_error(source, exc, _ConfigFile) from None
     catalog = _merged_catalog(source, parsed)
     _check_policy_models(source, parsed.policy, catalog)
+    try:
+        state = parsed.state.merged(credentials.redis_url, credentials.postgres_url)
+    except ValidationError as exc:
+        raise _config_error("environment", exc, StateConfig) from None
     return Settings(
+        state=state,
         catalog=catalog,
         policy=parsed.policy,
         credentials=credentials,
@@ -336,6 +348,8 @@ def _config_error(source: str, exc: ValidationError, root: type[BaseModel]) -> C
     key = ".".join(loc)
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
+    if isinstance(value, str) and (root is StateConfig or loc[:1] == ["state"]):
+        value = redact_url(value)  # a service URL may carry a password
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(root, err["loc"][:-1])
         problem = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"

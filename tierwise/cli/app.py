@@ -41,7 +41,7 @@ from tierwise.routing.availability import Availability, probed_snapshot
 from tierwise.routing.selector import Selector
 
 if TYPE_CHECKING:
-    pass
+    from tierwise.catalog.settings import Settings
 
 app = App(
     name="tierwise",
@@ -199,6 +199,19 @@ def route(
             out.fail(f"no model can answer {operation.value} under this policy", hint)
 
 
+def _state_table(settings: Settings) -> None:
+    """Which backend each kind of state uses, and whether it answers (URLs redacted)."""
+    from tierwise.guards.shared import state_backends
+
+    table = Table(title="state")
+    for column in ("state", "backend", "status", "meanwhile"):
+        table.add_column(column, overflow="fold")
+    for row in state_backends(settings):
+        status = "[green]ready[/]" if row.problem is None else f"[red]{escape(row.problem)}[/]"
+        table.add_row(row.kind, escape(row.backend), status, row.consequence)
+    out.table(table)
+
+
 @app.command()
 def doctor(config: ConfigOption = None) -> None:
     """Which providers are configured and reachable, and how to fix the others."""
@@ -219,6 +232,7 @@ def doctor(config: ConfigOption = None) -> None:
                 status.hint,
             )
         out.table(table)
+        _state_table(settings)
         snapshot = Availability(
             settings, fixed=probed_snapshot(availability, settings.catalog.models)
         ).snapshot()

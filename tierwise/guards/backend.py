@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 from tierwise.catalog.specs import Limits
 
@@ -34,6 +34,7 @@ __all__ = [
     "Permit",
     "Restriction",
     "Usage",
+    "AsyncLimitBackend",
 ]
 
 LimitName: TypeAlias = Literal["rpm", "tpm", "rpd"]
@@ -194,6 +195,15 @@ class LimitBackend(Protocol):
 
     def usage(self, key: str, now: float) -> Usage:
         """Current window counts and limits for ``key``."""
+        ...
+
+
+@runtime_checkable
+class AsyncLimitBackend(LimitBackend, Protocol):
+    """A backend across a network: the event loop awaits its permits instead of blocking."""
+
+    async def aacquire(self, keys: Sequence[str], tokens: int, now: float) -> object | Denied:
+        """:meth:`LimitBackend.acquire` without blocking the running loop."""
         ...
 
 

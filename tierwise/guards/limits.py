@@ -18,6 +18,7 @@ from tierwise.catalog.specs import Limits
 from tierwise.guards.backend import (
     DAY,
     MINUTE,
+    AsyncLimitBackend,
     Denied,
     InMemoryLimitBackend,
     LimitBackend,
@@ -97,6 +98,23 @@ class RateLimiter:
         """
         now = self._clock() / self._scale
         ticket = self._backend.acquire((key, *also) if also else (key,), tokens, now)
+        if type(ticket) is Denied:
+            return self._real(ticket)
+        return Permit(self, ticket)
+
+    @property
+    def remote(self) -> bool:
+        """Whether permits cross a network (the async path then awaits :meth:`atry_acquire`)."""
+        return isinstance(self._backend, AsyncLimitBackend)
+
+    async def atry_acquire(
+        self, key: str, tokens: int = 0, *, also: Sequence[str] = ()
+    ) -> Permit | Denied:
+        """:meth:`try_acquire` for the event loop: a remote backend is awaited, not waited on."""
+        backend = self._backend
+        if not isinstance(backend, AsyncLimitBackend):
+            return self.try_acquire(key, tokens, also=also)
+        ticket = await backend.aacquire((key, *also) if also else (key,), tokens, self._now())
         if type(ticket) is Denied:
             return self._real(ticket)
         return Permit(self, ticket)

@@ -21,10 +21,15 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from tierwise.catalog.specs import ModelSpec
+from tierwise.guards.backend import Denied, Permit
+from tierwise.guards.limits import RateLimiter
 from tierwise.routing.answers import content_text
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamEvent
 
-__all__ = ["Call", "Notice", "Outcome", "Route", "Sleep", "adrive", "alast", "drive", "last"]
+__all__ = [
+    "Acquire", "Call", "Notice", "Outcome", "Route", "Sleep", "Step",
+    "adrive", "alast", "drive", "last",
+]
 
 
 @dataclass(slots=True)
@@ -45,13 +50,27 @@ class Sleep:
 
 
 @dataclass(slots=True)
+class Acquire:
+    """Step: take a permit from ``limiter`` into :attr:`permit`, then send back ``None``.
+
+    A step rather than a call because a shared limiter (Redis) crosses the network: the
+    async driver awaits it so the event loop never blocks on a permit.
+    """
+
+    limiter: RateLimiter
+    key: str
+    tokens: int
+    permit: Permit | Denied | None = None
+
+
+@dataclass(slots=True)
 class Notice:
     """Step: pass ``event`` to the stream's consumer, then send back ``None``."""
 
     event: StreamEvent
 
 
-Step = Call | Sleep | Notice
+Step = Call | Sleep | Notice | Acquire
 Route = Generator[Step, "Outcome | None", RoutedResult]
 
 
@@ -83,6 +102,8 @@ def drive(route: Route, *, streaming: bool) -> Iterator[StreamEvent]:
             outcome = None
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
+            elif isinstance(step, Acquire):
+                step.permit = step.limiter.try_acquire(step.key, step.tokens)
             elif isinstance(step, Notice):
                 yield step.event
             elif not streaming:
@@ -121,6 +142,8 @@ async def adrive(route: Route, *, streaming: bool) -> AsyncIterator[StreamEvent]
             outcome = None
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
+            elif isinstance(step, Acquire):
+                step.permit = await step.limiter.atry_acquire(step.key, step.tokens)
             elif isinstance(step, Notice):
                 yield step.event
             elif not streaming:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -33,10 +33,11 @@ from langchain_core.runnables import RunnableConfig
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
-from tierwise.guards.backend import Denied, LimitName
+from tierwise.guards.backend import Denied, LimitName, Permit
 from tierwise.guards.budget import BudgetExceeded, BudgetGuard
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
+from tierwise.guards.shared import shared_limiter
 from tierwise.ledger import (
     Attempt,
     Ledger,
@@ -49,7 +50,19 @@ from tierwise.providers.failures import Failure, FailureKind, classify
 from tierwise.routing.answers import answer_text, parse_raw
 from tierwise.routing.availability import DEFAULT_DEMOTION, Availability
 from tierwise.routing.demotion import DemotionRule
-from tierwise.routing.drivers import Call, Notice, Route, Sleep, adrive, alast, drive, last
+from tierwise.routing.drivers import (
+    Acquire,
+    Call,
+    Notice,
+    Outcome,
+    Route,
+    Sleep,
+    Step,
+    adrive,
+    alast,
+    drive,
+    last,
+)
 from tierwise.routing.prepared import RunnableCache
 from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS, RouteRequest, config_value
 from tierwise.routing.results import (
@@ -122,7 +135,8 @@ class ModelRouter:
             settings: catalog, endpoints, credentials (default: :func:`load_settings`).
             policy: default policy for calls that pass none (default: the settings').
             factory: client factory (default: one over ``settings``).
-            limiter: rate limiter; seeded here with every catalog model's limits.
+            limiter: rate limiter; seeded here with every catalog model's limits. Default:
+                in-process, or in Redis when the settings name one (``[state] redis_url``).
             health: circuit breakers.
             snapshot: fixed availability (skips probing); by default availability is
                 probed (keys present, Ollama reachable, embedded installed) at most every
@@ -151,7 +165,7 @@ class ModelRouter:
         self.policy = policy if policy is not None else self.settings.policy
         self.factory = factory if factory is not None else ProviderFactory(self.settings)
         self.selector = Selector(self.settings.catalog)
-        self.limiter = limiter if limiter is not None else RateLimiter()
+        self.limiter = limiter if limiter is not None else shared_limiter(self.settings)
         self.health = health if health is not None else HealthBoard()
         for spec in self.settings.catalog:
             self.limiter.configure(spec.key, spec.limits)
@@ -308,6 +322,17 @@ class ModelRouter:
         self.availability.refresh()
 
     # ------------------------------------------------------------------ the route
+    def _permit(
+        self, key: str, tokens: int
+    ) -> Generator[Step, Outcome | None, Permit | Denied]:
+        """A permit for ``key``: taken here when local, by the driver when it crosses a network."""
+        if not self.limiter.remote:
+            return self.limiter.try_acquire(key, tokens)
+        step = Acquire(self.limiter, key, tokens)
+        yield step
+        assert step.permit is not None
+        return step.permit
+
     def _route(self, request: RouteRequest, policy: Policy, *, streaming: bool) -> Route:
         """Try candidates in order; yields steps, returns the first valid answer."""
         started = time.perf_counter()
@@ -350,10 +375,10 @@ class ModelRouter:
                     spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
-            permit = self.limiter.try_acquire(spec.key, estimate)
+            permit = yield from self._permit(spec.key, estimate)
             while isinstance(permit, Denied) and permit.retry_after <= deadline - time.monotonic():
                 yield Sleep(permit.retry_after)
-                permit = self.limiter.try_acquire(spec.key, estimate)
+                permit = yield from self._permit(spec.key, estimate)
             if isinstance(permit, Denied):
                 wait = (f"next permit in {permit.retry_after:.2f}s"
                         if permit.retry_after != float("inf")  # more than one window holds
@@ -421,7 +446,7 @@ class ModelRouter:
                         messages[len(request.messages):]
                     )
                     repair_estimate = estimate - request.prompt_tokens + repair_prompt
-                    retry = self.limiter.try_acquire(spec.key, repair_estimate)
+                    retry = yield from self._permit(spec.key, repair_estimate)
                     if isinstance(retry, Denied):
                         break
                     held = self.budget.reserve(
