@@ -151,3 +151,14 @@ def test_every_folder_is_ranked() -> None:
 
 def test_dependencies_run_one_way() -> None:
     assert upward_imports(import_graph()) == []
+
+
+def test_the_top_level_is_small_and_every_export_resolves() -> None:
+    import importlib
+
+    assert 10 <= len(tierwise.__all__) <= 16
+    for package in ("tierwise", "tierwise.catalog", "tierwise.routing", "tierwise.nodes",
+                    "tierwise.graphs", "tierwise.testing"):  # fmt: skip
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"

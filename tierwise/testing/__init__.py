@@ -6,34 +6,25 @@ each model answers; ``sim.settings()`` points tierwise at it. This package impor
 from ``tierwise.graphs`` or ``tierwise.nodes``.
 """
 
-from tierwise.testing.chat import Answer, ChatRequest, Message, Tool, ToolCall
-from tierwise.testing.engine import RecordedRequest
-from tierwise.testing.env import isolated_environment
-from tierwise.testing.limits import ModelLimiter
-from tierwise.testing.scenario import ScenarioError, from_scenario
-from tierwise.testing.schema import minimal_instance, violating_instance
-from tierwise.testing.script import Fault, FaultKind, Reply, Rule
-from tierwise.testing.serve import serve
-from tierwise.testing.simulator import DEFAULT_TIMEOUT, Simulator
+from tierwise._exports import declared
+from tierwise.testing.chat import Answer as Answer
+from tierwise.testing.chat import ChatRequest as ChatRequest
+from tierwise.testing.chat import Message as Message
+from tierwise.testing.chat import Tool as Tool
+from tierwise.testing.chat import ToolCall as ToolCall
+from tierwise.testing.engine import RecordedRequest as RecordedRequest
+from tierwise.testing.env import isolated_environment as isolated_environment
+from tierwise.testing.limits import ModelLimiter as ModelLimiter
+from tierwise.testing.scenario import ScenarioError as ScenarioError
+from tierwise.testing.scenario import from_scenario as from_scenario
+from tierwise.testing.schema import minimal_instance as minimal_instance
+from tierwise.testing.schema import violating_instance as violating_instance
+from tierwise.testing.script import Fault as Fault
+from tierwise.testing.script import FaultKind as FaultKind
+from tierwise.testing.script import Reply as Reply
+from tierwise.testing.script import Rule as Rule
+from tierwise.testing.serve import serve as serve
+from tierwise.testing.simulator import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from tierwise.testing.simulator import Simulator as Simulator
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "Answer",
-    "ChatRequest",
-    "Fault",
-    "FaultKind",
-    "Message",
-    "ModelLimiter",
-    "RecordedRequest",
-    "Reply",
-    "Rule",
-    "ScenarioError",
-    "Simulator",
-    "Tool",
-    "ToolCall",
-    "from_scenario",
-    "isolated_environment",
-    "minimal_instance",
-    "serve",
-    "violating_instance",
-]
+__all__ = sorted(declared(__file__))
