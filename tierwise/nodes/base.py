@@ -358,7 +358,7 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
         self.tools = tuple(tools)
         #: Keep each answer's hashed prompt features in the ledger, for the learned
         #: router to retrain on once a judge scores the answer. Graphs set it on the
-        #: producers their judges judge; it costs ~0.2 ms and one row per answer.
+        #: producers their judges judge; it costs one ledger row per answer.
         self.keep_features = False
 
     def __repr__(self) -> str:

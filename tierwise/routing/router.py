@@ -362,8 +362,8 @@ class ModelRouter:
                     spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
                 ))
                 continue
-            # The client is built (once per model and event loop; tens of ms the first
-            # time) before the permit is taken, so a permit's time is when the request
+            # The client is built (once per model and event loop; slow the first time)
+            # before the permit is taken, so a permit's time is when the request
             # leaves, as the provider's window counts it.
             try:
                 runnable, parse = self._runnables.get(

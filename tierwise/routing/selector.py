@@ -2,7 +2,7 @@
 
 Selection is a pure function of the catalog, the policy and a :class:`Snapshot` of what is
 usable right now; it does no I/O, so the router can call it on every request (results are
-memoised, a call costs about a microsecond). :meth:`Selector.explain` gives the same
+memoised; ``benchmarks/selector.py`` measures a call). :meth:`Selector.explain` gives the same
 answer with the reason for every position and for every model left out.
 
 Dynamic model selection: a snapshot may carry :class:`Standing` entries — models that have

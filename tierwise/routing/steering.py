@@ -113,8 +113,7 @@ class Steering:
     """Applies A/B tests and the learned router to one request's chain.
 
     The trained router file is loaded on first use and reloaded when it changes on disk
-    (``tierwise router train`` replaces it): one ``stat`` per decision (a few µs of a
-    decision's few hundred) tells.
+    (``tierwise router train`` replaces it): one ``stat`` per decision tells.
     """
 
     def __init__(self, ledger: Ledger | None = None) -> None:
