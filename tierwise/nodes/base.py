@@ -25,6 +25,7 @@ for the answers they judge (:mod:`tierwise.nodes.feedback`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -405,8 +406,16 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
         try:
             answer = await self.answerer.aanswer(asked.question)
         except NoModelAvailable as exc:
-            return self._failed(asked, exc)
-        return self._answered(asked, answer)
+            if asked.escalation > 0:
+                await self._afile_evidence(asked, None)
+            return self._failed(asked, exc, filed=True)
+        await self._afile_evidence(asked, answer)
+        return self._answered(asked, answer, filed=True)
+
+    async def _afile_evidence(self, asked: _Asking, answer: Answer | None) -> None:
+        """:meth:`_file_evidence` in a worker thread: ledger writes must not block the loop."""
+        if self.answerer.ledger is not None:
+            await asyncio.to_thread(self._file_evidence, asked, answer)
 
     def _ask(
         self, state: Mapping[str, Any], config: RunnableConfig | None
@@ -439,9 +448,10 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
                     "status": "started", "min_tier": floor.value if floor else None})
         return asked
 
-    def _answered(self, asked: _Asking, answer: Answer) -> dict[str, Any]:
+    def _answered(self, asked: _Asking, answer: Answer, *, filed: bool = False) -> dict[str, Any]:
         entry = self._entry(answer, asked, detail=self.verdict(answer.value))
-        self._file_evidence(asked, answer)
+        if not filed:
+            self._file_evidence(asked, answer)
         asked.emit(_event(entry))
         return {**self.update(answer.value, asked.state), REPORT_KEY: [entry]}
 
@@ -462,7 +472,9 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
         if answer is not None and self.keep_features:
             keep_features(ledger, answer.call_id, q.operation, q.messages)
 
-    def _failed(self, asked: _Asking, exc: NoModelAvailable) -> dict[str, Any]:
+    def _failed(
+        self, asked: _Asking, exc: NoModelAvailable, *, filed: bool = False
+    ) -> dict[str, Any]:
         """An escalation that found no model keeps the earlier answer; a first run raises.
 
         A first run has nothing to fall back on: the error reaches the caller and the
@@ -472,7 +484,8 @@ class OperationNode(Runnable[Any, dict[str, Any]]):
             raise exc
         entry = self._entry(None, asked, detail=str(exc).splitlines()[0],
                             attempts=[a.describe() for a in exc.attempts])
-        self._file_evidence(asked, None)
+        if not filed:
+            self._file_evidence(asked, None)
         asked.emit({**_event(entry), "status": "failed"})
         return {REPORT_KEY: [entry]}
 
