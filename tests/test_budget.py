@@ -19,8 +19,15 @@ import pytest
 import tierwise.ledger.store as ledger_module
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Limits, ModelSpec, Price, Provider
-from tierwise.guards.budget import BudgetExceeded, BudgetGuard, CapStatus, Reservation
+from tierwise.guards.budget import (
+    DEFAULT_ANSWER_TOKENS,
+    BudgetExceeded,
+    BudgetGuard,
+    CapStatus,
+    Reservation,
+)
 from tierwise.ledger import DAY, Ledger, LedgerRow
+from tierwise.ledger.reservations import Reservations
 from tierwise.providers.failures import FailureKind, classify
 
 TODAY = 20_000 * DAY  # a UTC midnight
@@ -203,18 +210,21 @@ def test_spend_recorded_a_moment_ago_trips_the_cap_at_once(path: Path, clock: Cl
         assert refusal is not None and refusal.left == pytest.approx(0.3)
 
 
-def test_an_unreadable_ledger_refuses_paid_calls(clock: Clock) -> None:
-    class Broken:
-        def spent(self, **_: Any) -> float:
-            raise sqlite3.OperationalError("disk I/O error")
+def test_an_unreadable_ledger_refuses_paid_calls(
+    ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
 
-        def requests(self, *_: Any, **__: Any) -> int:
-            raise sqlite3.OperationalError("disk I/O error")
-
-    guard = BudgetGuard(Broken(), clock)  # type: ignore[arg-type]
+    monkeypatch.setattr(Reservations, "hold", broken)
+    monkeypatch.setattr(ledger, "requests", broken)
+    guard = BudgetGuard(ledger, clock)
     refusal = guard.check(PAID, 0.01, balanced(max_cost_per_day=10.0), run_id=None)
     assert refusal is not None and refusal.cap == "per_day" and refusal.left == 0
     assert "could not be read: disk I/O error" in str(refusal)
+    held = guard.reserve(PAID, balanced(max_cost_per_day=10.0), prompt_tokens=10,
+                         max_tokens=100, expected_tokens=100, run_id=None)  # fmt: skip
+    assert isinstance(held, BudgetExceeded) and held.left == 0
     quota = guard.check_quota(FREE)
     assert quota is not None and quota.left == 0 and "could not be read" in str(quota)
 
@@ -222,25 +232,53 @@ def test_an_unreadable_ledger_refuses_paid_calls(clock: Clock) -> None:
 # --------------------------------------------------------------------------- reservations
 
 
-def test_reservations_hold_in_flight_estimates(ledger: Ledger, clock: Clock) -> None:
+def hold(
+    guard: BudgetGuard, policy: Policy, tokens: int, run_id: str | None = None
+) -> Reservation | BudgetExceeded:
+    """A reservation for an answer of ``tokens`` (PAID: $10 per million, no prompt)."""
+    return guard.reserve(PAID, policy, prompt_tokens=0, max_tokens=tokens,
+                         expected_tokens=tokens, run_id=run_id)  # fmt: skip
+
+
+def test_reservations_hold_the_worst_case_and_cap_the_answer(
+    ledger: Ledger, clock: Clock
+) -> None:
     guard = BudgetGuard(ledger, clock)
     policy = balanced(max_cost_per_day=1.0, max_cost_per_run=0.9)
-    first = guard.reserve(PAID, 0.4, policy, run_id="run-1")
-    second = guard.reserve(PAID, 0.4, policy, run_id="run-2")
+    first = hold(guard, policy, 40_000, "run-1")  # $0.40
+    second = hold(guard, policy, 40_000, "run-2")
     assert isinstance(first, Reservation) and isinstance(second, Reservation)
-    third = guard.reserve(PAID, 0.4, policy, run_id="run-3")
-    assert isinstance(third, BudgetExceeded) and third.cap == "per_day"
-    assert third.spent == pytest.approx(0.8)
-    assert guard.check(PAID, 0.4, policy, run_id="run-3") is not None  # check sees holds too
+    assert (first.amount, first.max_tokens, first.capped) == (pytest.approx(0.4), 40_000, True)
+    third = hold(guard, policy, 40_000, "run-3")  # $0.20 left: the answer is capped to fit
+    assert isinstance(third, Reservation)
+    assert (third.max_tokens, third.amount) == (20_000, pytest.approx(0.2))
+    fourth = hold(guard, policy, 40_000, "run-4")  # nothing left
+    assert isinstance(fourth, BudgetExceeded) and fourth.cap == "per_day"
+    assert fourth.spent == pytest.approx(1.0)
+    assert guard.check(PAID, 0.01, policy, run_id="run-4") is not None  # check sees holds too
 
     spend(ledger, 0.3, run_id="run-1")  # first call's real cost recorded...
-    first.release()  # ...then its estimate let go
+    first.release()  # ...then its worst case let go
     first.release()  # harmless
-    assert guard.check(PAID, 0.3, policy, run_id="run-3") is None  # 0.3 + 0.4 held + 0.3
-    with second:
+    assert guard.check(PAID, 0.1, policy, run_id="run-4") is None  # 0.3 + 0.4 + 0.2 + 0.1
+    assert guard.check(PAID, 0.11, policy, run_id="run-4") is not None
+    with second, third:
         pass
-    assert guard.check(PAID, 0.7, policy, run_id="run-3") is None
-    assert guard.check(PAID, 0.75, policy, run_id="run-3") is not None
+    assert guard.check(PAID, 0.7, policy, run_id="run-4") is None
+
+
+def test_a_call_no_ledger_cap_reads_is_not_capped(ledger: Ledger, clock: Clock) -> None:
+    guard = BudgetGuard(ledger, clock)
+    free = guard.reserve(FREE, balanced(max_cost_per_day=0.0), prompt_tokens=10,
+                         max_tokens=None, expected_tokens=512, run_id=None)  # fmt: skip
+    assert isinstance(free, Reservation) and (free.amount, free.capped) == (0.0, False)
+    open_ = guard.reserve(PAID, balanced(), prompt_tokens=10, max_tokens=None,
+                          expected_tokens=512, run_id=None)  # fmt: skip
+    assert isinstance(open_, Reservation) and not open_.capped and open_.max_tokens == 512
+    capped = guard.reserve(PAID, balanced(max_cost_per_day=5.0), prompt_tokens=10,
+                           max_tokens=None, expected_tokens=512, run_id=None)  # fmt: skip
+    assert isinstance(capped, Reservation) and capped.capped
+    assert capped.max_tokens == DEFAULT_ANSWER_TOKENS  # the worst case a cap must hold
 
 
 def test_concurrent_reservations_never_cross_the_cap(ledger: Ledger, clock: Clock) -> None:
@@ -251,7 +289,7 @@ def test_concurrent_reservations_never_cross_the_cap(ledger: Ledger, clock: Cloc
 
     def call() -> None:
         barrier.wait()
-        results.append(guard.reserve(PAID, 0.1, policy, run_id=None))
+        results.append(hold(guard, policy, 10_000))  # $0.10
 
     threads = [threading.Thread(target=call) for _ in range(20)]
     for t in threads:
@@ -265,6 +303,74 @@ def test_concurrent_reservations_never_cross_the_cap(ledger: Ledger, clock: Cloc
         r.release()
     assert ledger.spent(since=TODAY) == pytest.approx(1.0)
     assert guard.check(PAID, 0.01, policy, run_id=None) is not None
+
+
+_RESERVER = textwrap.dedent("""
+    import sys, time
+    from tierwise.catalog.policy import Policy
+    from tierwise.catalog.specs import ModelSpec, Price, Provider
+    from tierwise.guards.budget import BudgetGuard, Reservation
+    from tierwise.ledger import Ledger
+    spec = ModelSpec(key="gpt-x", provider=Provider.OPENAI, model="gpt-x", tier="paid",
+                     context_window=128_000, price=Price(input_per_mtok=2.5, output_per_mtok=10.0))
+    with Ledger(sys.argv[1]) as ledger:
+        guard = BudgetGuard(ledger)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        held = [guard.reserve(spec, Policy(mode="balanced", max_cost_per_day=1.0),
+                              prompt_tokens=0, max_tokens=10_000, expected_tokens=10_000,
+                              run_id=None) for _ in range(int(sys.argv[2]))]
+        print(sum(h.amount for h in held if isinstance(h, Reservation)), flush=True)
+        if sys.argv[3] == "hold":
+            sys.stdin.readline()  # killed here, holds in flight
+""")
+
+
+def _reserver(path: Path, n: int, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _RESERVER, str(path), str(n), mode], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env=child_env(),
+    )  # fmt: skip
+
+
+def test_reservations_hold_across_processes(path: Path) -> None:
+    Ledger(path).close()
+    children = [_reserver(path, 10, "hold") for _ in range(3)]  # 3 x $1.00 wanted
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        held = [float(child.stdout.readline()) for child in children if child.stdout]
+        assert sum(held) == pytest.approx(1.0)  # one cap, shared: never more
+        with Ledger(path) as ledger:  # all three alive: their holds count here too
+            assert BudgetGuard(ledger).check(PAID, 0.01, balanced(max_cost_per_day=1.0),
+                                             run_id=None) is not None  # fmt: skip
+        for child in children:
+            child.kill()  # SIGKILL: no release, the holds stay in the file
+            child.wait()
+        with Ledger(path) as ledger:  # their processes are gone: the holds no longer count
+            granted = hold(BudgetGuard(ledger), balanced(max_cost_per_day=1.0), 100_000)
+            assert isinstance(granted, Reservation) and granted.max_tokens == 100_000
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+@pytest.mark.timeout(600)
+def test_a_day_cap_holds_for_processes_spending_through_the_router() -> None:
+    """The issue's workload: $1.00 a day, 3 processes x 10 concurrent 2,000-token answers
+    from the priciest paid model, then 1 process x 10 (the recorded spend was $1.52-$4.56)."""
+    from benchmarks.budget_cap import run
+
+    for processes, tokens in ((3, 2000), (1, 2000), (3, 500)):
+        result = run(processes, 10, tokens)
+        assert result.spent <= 1.0 + 1e-9, result
+        assert result.outcomes.get("paid", 0) >= 1, result  # the cap was spent, not refused
 
 
 # --------------------------------------------------------------------------- RPD quotas

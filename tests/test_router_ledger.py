@@ -37,7 +37,8 @@ import tierwise.ledger.store as ledger_module
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Catalog, ModelSpec, TaskType, Tier
-from tierwise.guards.budget import BudgetExceeded
+from tierwise.guards.budget import _MIN_ANSWER_TOKENS as MIN_ANSWER_TOKENS
+from tierwise.guards.budget import DEFAULT_ANSWER_TOKENS, BudgetExceeded
 from tierwise.ledger import Ledger, LedgerRow, day_start
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
@@ -322,6 +323,13 @@ def router_estimate(spec: ModelSpec, prompt: str, max_tokens: int | None) -> flo
     return spec.price.cost(len(prompt) // 4 + 4, max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
 
 
+def smallest_hold(spec: ModelSpec, prompt: str, max_tokens: int | None) -> float:
+    """The least a reservation under a day cap holds: the prompt and the shortest answer
+    it may cap the call to (what is left must cover it, or the paid model is skipped)."""
+    answer = min(max_tokens or DEFAULT_ANSWER_TOKENS, MIN_ANSWER_TOKENS)
+    return spec.price.cost(len(prompt) // 4 + 4, answer)
+
+
 def check_cap_held(
     rig: Rig, rows: list[LedgerRow], results: list[RoutedResult], cap: float = DAY_CAP
 ) -> Counter[str]:
@@ -356,7 +364,7 @@ def test_a_day_cap_is_never_exceeded_over_500_calls_and_skips_fall_back(
     fitted: list[bool] = []  # did the paid model's estimate fit what was left?
     for prompt, max_tokens, _ in prompts():
         left = DAY_CAP - ledger.spent(since=day_start())
-        fitted.append(router_estimate(paid, prompt, max_tokens) <= left + 1e-9)
+        fitted.append(smallest_hold(paid, prompt, max_tokens) <= left + 1e-9)
         results.append(router.invoke(  # complex under balanced: paid first
             "rewriting", prompt, max_tokens=max_tokens, complexity="complex"))
     rows = rows_of(ledger)
@@ -364,16 +372,19 @@ def test_a_day_cap_is_never_exceeded_over_500_calls_and_skips_fall_back(
     answered_by = check_cap_held(rig, rows, results)
     for (prompt, max_tokens, completion), row in zip(
         prompts(), [r for r in rows if r.sent], strict=True
-    ):  # the simulator never bills more than the router estimated
+    ):  # the simulator never bills more than the router held: answers stop at the limit
         assert row.input_tokens <= len(prompt) // 4 + 4
-        assert row.output_tokens == completion <= (max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
-    # Exactly the calls whose estimate no longer fitted were skipped: none too early, and
-    # after the first skip a small call that still fitted went to the paid model.
+        assert row.output_tokens <= min(completion, max_tokens or DEFAULT_ANSWER_TOKENS)
+        if row.model != "or-paid":
+            assert row.output_tokens == completion
+    # Exactly the calls for which not even a short answer fitted were skipped: none too
+    # early (a call that did not fit whole was capped instead), and after the first skip a
+    # small call that still fitted went to the paid model.
     assert [r.model == "or-paid" for r in results] == fitted
     first_skip = fitted.index(False)
     spent = sum(r.cost for r in rows)
     assert DAY_CAP - spent < max(  # the cap was used up, not left idle
-        router_estimate(paid, p, m) for p, m, _ in prompts()[first_skip:])
+        smallest_hold(paid, p, m) for p, m, _ in prompts()[first_skip:])
     assert rig.sent("or-paid") == answered_by["paid"]
     assert rig.sent("groq-free") + rig.sent("ollama-local") == CALLS - answered_by["paid"]
     print(f"\nday cap ${DAY_CAP}: {dict(answered_by)}; recorded ${spent:.6f}; "

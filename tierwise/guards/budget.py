@@ -16,14 +16,22 @@ Caps (from :class:`~tierwise.catalog.policy.Policy`; USD):
 ``rpd:<model>``               the model's ``limits.rpd``: requests sent since UTC midnight
 ============================  =========================================================
 
-Concurrent calls: a check alone does not see calls that are in flight and not yet
-recorded, so parallel calls could each pass and together cross a cap. :meth:`BudgetGuard.
-reserve` checks and holds the estimate until the call's real cost is recorded, which
-closes that gap within one process.
+Calls in flight: a check alone does not see calls that are running and not yet
+recorded, so parallel calls — in one process or in several sharing the ledger — could
+each pass and together cross a cap. :meth:`BudgetGuard.reserve` therefore holds the
+call's *worst case* (its prompt plus the answer's ``max_tokens``) in the ledger file's
+``reservations`` table (:mod:`tierwise.ledger.reservations`), checked and taken in one
+SQLite write transaction, so no two processes can take the last dollar. When less is
+left than the worst case, the reservation lowers ``max_tokens`` until it fits (the router
+sends that limit to the provider, so the answer cannot cost more); when not even a short
+answer fits, the call is refused. After the call the real cost is committed to the ledger
+and the hold dropped. Holds of processes that died are dropped (same host: the pid is
+gone; otherwise after their expiry).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -36,12 +44,31 @@ from typing import Any, ClassVar, Final
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import ModelSpec
 from tierwise.ledger import DAY, Ledger, day_start
+from tierwise.ledger.reservations import Held, Reservations
 from tierwise.providers.failures import FailureKind
 
-__all__ = ["BudgetExceeded", "BudgetGuard", "CapStatus", "Reservation"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_ANSWER_TOKENS",
+    "HOLD_WAIT",
+    "BudgetExceeded",
+    "BudgetGuard",
+    "CapStatus",
+    "Reservation",
+]
 
 #: Float slack (USD) so that spend adding up to exactly the cap is not refused.
 _EPSILON: Final = 1e-9
+#: The longest answer a paid call under a ledger cost cap may give when the caller sets
+#: no ``max_tokens`` (what its reservation holds, and the limit sent to the provider).
+DEFAULT_ANSWER_TOKENS: Final = 4096
+#: Seconds a call refused only because of other calls' holds waits for them to settle
+#: (they release as soon as their real cost is recorded) before it gives up.
+HOLD_WAIT: Final = 30.0
+#: A reservation never lowers ``max_tokens`` below this (or the caller's, if smaller):
+#: an answer cut shorter would fail and still cost money, so the call is refused instead.
+_MIN_ANSWER_TOKENS: Final = 64
 
 
 def _usd(amount: float) -> str:
@@ -68,6 +95,7 @@ class BudgetExceeded(Exception):
         model: Catalog key of the refused candidate, when known.
         retry_after: Seconds until a daily cap resets at UTC midnight (``None`` for per
             call and per run caps, which no amount of waiting changes).
+        held: Of ``spent``, USD held by calls in flight (:meth:`BudgetGuard.reserve`).
     """
 
     failure_kind: ClassVar[FailureKind] = FailureKind.BUDGET_EXCEEDED
@@ -82,8 +110,10 @@ class BudgetExceeded(Exception):
         model: str | None = None,
         retry_after: float | None = None,
         note: str = "",
+        held: float = 0.0,
     ) -> None:
         """Record the cap and build the message (which cap, how much is left)."""
+        self.held = held
         self.cap = cap
         self.limit = limit
         self.spent = spent
@@ -93,6 +123,11 @@ class BudgetExceeded(Exception):
         self.retry_after = retry_after
         self.note = note
         super().__init__(self._message())
+
+    @property
+    def in_flight(self) -> bool:
+        """The call would fit once calls in flight settle (their holds, not spend, refuse it)."""
+        return self.held > 0 and self.spent - self.held + self.estimate <= self.limit + _EPSILON
 
     @property
     def is_quota(self) -> bool:
@@ -126,7 +161,7 @@ class BudgetExceeded(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         """Keyword arguments survive pickling (process pools, checkpoints)."""
         return (_rebuild, (self.cap, self.limit, self.spent, self.estimate, self.model,
-                           self.retry_after, self.note))
+                           self.retry_after, self.note, self.held))
 
 
 def _rebuild(
@@ -137,10 +172,11 @@ def _rebuild(
     model: str | None,
     retry_after: float | None,
     note: str,
+    held: float = 0.0,
 ) -> BudgetExceeded:
     return BudgetExceeded(
         cap, limit=limit, spent=spent, estimate=estimate, model=model,
-        retry_after=retry_after, note=note,
+        retry_after=retry_after, note=note, held=held,
     )
 
 
@@ -168,26 +204,38 @@ class CapStatus:
 
 
 class Reservation:
-    """An estimate held against the caps while its call is in flight.
+    """A call's worst case, held against the caps while the call is in flight.
 
-    Release it once the call's attempt has been recorded in the ledger (the ledger then
-    counts the real cost); releasing twice is harmless. Usable as a context manager.
+    ``max_tokens`` is the answer limit the hold covers; when ``capped`` the router must
+    send it to the provider (the hold was sized for it). Release the reservation once
+    the call's attempt has been recorded in the ledger: the ledger's rows are committed
+    first, then the hold is dropped. Releasing twice is harmless; usable as a context
+    manager.
     """
 
-    __slots__ = ("_guard", "amount", "provider", "run_id")
+    __slots__ = ("_guard", "amount", "capped", "hold_id", "max_tokens")
 
-    def __init__(self, guard: BudgetGuard, amount: float, provider: str, run_id: str | None):
-        """Hold ``amount`` USD for ``provider`` and ``run_id`` (the guard has added it)."""
-        self._guard: BudgetGuard | None = guard
+    def __init__(
+        self,
+        guard: BudgetGuard | None,
+        amount: float,
+        max_tokens: int,
+        *,
+        hold_id: int | None = None,
+        capped: bool = False,
+    ) -> None:
+        """Hold ``amount`` USD (row ``hold_id`` of the reservations table, if any)."""
+        self._guard = guard if hold_id is not None else None
         self.amount = amount
-        self.provider = provider
-        self.run_id = run_id
+        self.max_tokens = max_tokens
+        self.hold_id = hold_id
+        self.capped = capped
 
     def release(self) -> None:
-        """Stop holding the estimate."""
+        """Stop holding the worst case (the real cost is in the ledger by now)."""
         guard, self._guard = self._guard, None
-        if guard is not None:
-            guard._release(self)
+        if guard is not None and self.hold_id is not None:
+            guard._release(self.hold_id)
 
     def __enter__(self) -> Reservation:
         """The reservation itself."""
@@ -199,7 +247,7 @@ class Reservation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Release the estimate."""
+        """Release the hold."""
         self.release()
 
 
@@ -226,11 +274,19 @@ class BudgetGuard:
         """Read spend from ``ledger``; tell the day from ``clock``."""
         self.ledger = ledger
         self.clock = clock
+        self._reservations: Reservations | None = None
         self._lock = threading.Lock()
-        self._held = 0.0
-        self._held_provider: dict[str, float] = {}
-        self._held_run: dict[str, float] = {}
-        self._holds = 0
+
+    @property
+    def reservations(self) -> Reservations | None:
+        """The ledger file's holds of calls in flight (``None`` without a ledger)."""
+        if self._reservations is None and self.ledger is not None:
+            with self._lock:
+                if self._reservations is None:
+                    self._reservations = Reservations(
+                        self.ledger.path, busy_timeout=self.ledger.busy_timeout
+                    )
+        return self._reservations
 
     def check(
         self, spec: ModelSpec, estimated_cost: float, policy: Policy, *, run_id: str | None
@@ -239,33 +295,75 @@ class BudgetGuard:
 
         Caps are checked in the order per call, per run (needs ``run_id``), per day, per
         provider per day; the first one crossed is returned. A call estimated at zero
-        (local and free models) never crosses a cost cap and reads nothing. Estimates of
-        calls in flight under a :meth:`reserve` count as spent.
+        (local and free models) never crosses a cost cap and reads nothing. Every
+        process's holds of calls in flight (:meth:`reserve`) count as spent.
         """
-        with self._lock:
-            return self._check(spec, estimated_cost, policy, run_id)
+        _valid(estimated_cost)
+        if estimated_cost == 0:
+            return None
+        refusal = self._per_call(spec, estimated_cost, policy)
+        if refusal is not None or not self._ledger_caps(spec, policy, run_id):
+            return refusal
+        result = self._transaction(
+            spec, policy, run_id, estimated_cost,
+            lambda left: (True if estimated_cost <= left + _EPSILON else None, 0.0),
+        )
+        return result if isinstance(result, BudgetExceeded) else None
 
     def reserve(
-        self, spec: ModelSpec, estimated_cost: float, policy: Policy, *, run_id: str | None
+        self,
+        spec: ModelSpec,
+        policy: Policy,
+        *,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        expected_tokens: int,
+        run_id: str | None,
     ) -> Reservation | BudgetExceeded:
-        """:meth:`check`, and if allowed hold the estimate until the reservation is released.
+        """Hold the call's worst case against every cap, or the refusal of the cap it crosses.
 
-        Check and hold happen under one lock, so concurrent calls in this process cannot
-        together cross a cap that each alone would respect.
+        The worst case is ``prompt_tokens`` plus an answer of ``max_tokens`` (the caller's;
+        without one :data:`DEFAULT_ANSWER_TOKENS` under a ledger cap, else
+        ``expected_tokens``, the routing estimate) at
+        ``spec``'s prices. Under a run / day / provider cap it is held in the ledger file,
+        checked and taken in one transaction across processes; when less is left, the
+        reservation's ``max_tokens`` is lowered to what fits (``capped``: the caller must
+        send it). Free and local models hold nothing and read nothing.
         """
-        with self._lock:
-            refusal = self._check(spec, estimated_cost, policy, run_id)
-            if refusal is not None:
-                return refusal
-            provider = spec.provider.value
-            amount = float(estimated_cost)
-            if amount > 0:
-                self._held += amount
-                self._held_provider[provider] = self._held_provider.get(provider, 0.0) + amount
-                if run_id is not None:
-                    self._held_run[run_id] = self._held_run.get(run_id, 0.0) + amount
-                self._holds += 1
-        return Reservation(self, amount, provider, run_id)
+        price = spec.price
+        capped = self._ledger_caps(spec, policy, run_id) and price.output_per_mtok > 0
+        answer = max_tokens if max_tokens is not None else (
+            DEFAULT_ANSWER_TOKENS if capped else expected_tokens
+        )
+        worst = price.cost(prompt_tokens, answer)
+        _valid(worst)
+        if worst == 0:
+            return Reservation(None, 0.0, answer)
+        refusal = self._per_call(spec, worst, policy)
+        if refusal is not None:
+            return refusal
+        if not self._ledger_caps(spec, policy, run_id):
+            return Reservation(None, worst, answer)
+        floor = min(answer, _MIN_ANSWER_TOKENS)
+        per_token = price.cost(0, 1)
+        prompt_cost = price.cost(prompt_tokens, 0)
+
+        def fit(left: float) -> tuple[Reservation | BudgetExceeded | None, float]:
+            tokens = answer
+            if per_token > 0:
+                tokens = min(answer, math.floor((left - prompt_cost + _EPSILON) / per_token))
+            if tokens < floor:
+                return None, 0.0  # refused: the caller builds the refusal of the tightest cap
+            amount = price.cost(prompt_tokens, tokens)
+            return Reservation(None, amount, tokens, capped=capped), amount
+
+        result = self._transaction(spec, policy, run_id, price.cost(prompt_tokens, floor), fit)
+        if isinstance(result, BudgetExceeded):
+            return result
+        reservation, hold_id = result
+        assert isinstance(reservation, Reservation)
+        return Reservation(self, reservation.amount, reservation.max_tokens, hold_id=hold_id,
+                           capped=capped)  # fmt: skip
 
     def check_quota(self, spec: ModelSpec) -> BudgetExceeded | None:
         """The refusal if ``spec``'s requests-per-day quota is used up today (UTC).
@@ -318,72 +416,100 @@ class BudgetGuard:
         return result
 
     # ------------------------------------------------------------------ internals
-    def _check(
-        self, spec: ModelSpec, estimate: float, policy: Policy, run_id: str | None
+    def _per_call(
+        self, spec: ModelSpec, estimate: float, policy: Policy
     ) -> BudgetExceeded | None:
-        if math.isnan(estimate) or estimate < 0:
-            raise ValueError(f"estimated_cost must be a non-negative number, got {estimate!r}")
-        if estimate == 0:
-            return None
-        key = spec.key
-        if policy.max_cost_per_call is not None and estimate > policy.max_cost_per_call + _EPSILON:
-            return BudgetExceeded("per_call", limit=policy.max_cost_per_call, spent=0.0,
-                                  estimate=estimate, model=key)
-        ledger = self.ledger
-        if ledger is None:
-            return None
+        limit = policy.max_cost_per_call
+        if limit is not None and estimate > limit + _EPSILON:
+            return BudgetExceeded("per_call", limit=limit, spent=0.0, estimate=estimate,
+                                  model=spec.key)  # fmt: skip
+        return None
+
+    def _ledger_caps(self, spec: ModelSpec, policy: Policy, run_id: str | None) -> bool:
+        """Whether a cap read from the ledger applies to this call."""
+        return self.ledger is not None and (
+            (policy.max_cost_per_run is not None and run_id is not None)
+            or policy.max_cost_per_day is not None
+            or spec.provider in policy.max_cost_per_provider_per_day
+        )
+
+    def _transaction(
+        self,
+        spec: ModelSpec,
+        policy: Policy,
+        run_id: str | None,
+        estimate: float,
+        fit: Callable[[float], tuple[Any, float]],
+    ) -> tuple[Any, int | None] | BudgetExceeded:
+        """In one ledger write transaction: what each cap leaves, ``fit``'s verdict, its hold.
+
+        ``fit(left)`` gets the smallest amount any cap leaves and returns ``(verdict,
+        amount)``; a ``None`` verdict is a refusal, reported for the tightest cap with
+        ``estimate`` as the call's (smallest) cost.
+        """
+        ledger, reservations = self.ledger, self.reservations
+        assert ledger is not None and reservations is not None
         now = self.clock()
         today = day_start(now)
         provider = spec.provider.value
-        provider_cap = policy.max_cost_per_provider_per_day.get(spec.provider)
-        caps: list[tuple[str, float, Callable[[], float], float, float | None]] = []
+        caps: list[tuple[str, float, tuple[float, str | None, str | None], float | None]] = []
         if policy.max_cost_per_run is not None and run_id is not None:
-            caps.append(("per_run", policy.max_cost_per_run,
-                         lambda: ledger.spent(since=0.0, run_id=run_id),
-                         self._held_run.get(run_id, 0.0), None))
+            caps.append(("per_run", policy.max_cost_per_run, (0.0, None, run_id), None))
         if policy.max_cost_per_day is not None:
-            caps.append(("per_day", policy.max_cost_per_day,
-                         lambda: ledger.spent(since=today),
-                         self._held, _until_midnight(now)))
+            caps.append(("per_day", policy.max_cost_per_day, (today, None, None),
+                         _until_midnight(now)))  # fmt: skip
+        provider_cap = policy.max_cost_per_provider_per_day.get(spec.provider)
         if provider_cap is not None:
-            caps.append((f"per_provider_day:{provider}", provider_cap,
-                         lambda: ledger.spent(since=today, provider=provider),
-                         self._held_provider.get(provider, 0.0), _until_midnight(now)))
-        for cap, limit, read, held, retry_after in caps:
-            try:
-                spent = read() + held
-            except sqlite3.Error as exc:
-                # Budgets must trip: a ledger that cannot be read refuses paid calls.
-                note = f"the ledger could not be read: {exc}"
-                return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
-                                      model=key, note=note)
-            if spent + estimate > limit + _EPSILON:
-                return BudgetExceeded(cap, limit=limit, spent=spent, estimate=estimate,
-                                      model=key, retry_after=retry_after)
-        return None
+            caps.append((f"per_provider_day:{provider}", provider_cap, (today, provider, None),
+                         _until_midnight(now)))  # fmt: skip
+        refusal: list[BudgetExceeded] = []
 
-    def _release(self, reservation: Reservation) -> None:
-        amount = reservation.amount
-        if amount <= 0:
+        def decide(read: Callable[..., Held]) -> tuple[Any, float]:
+            tightest: tuple[float, str, float, Held, float | None] | None = None
+            for cap, limit, (since, prov, run), retry_after in caps:
+                found = read(since, provider=prov, run_id=run)
+                left = limit - found.used
+                if tightest is None or left < tightest[0]:
+                    tightest = (left, cap, limit, found, retry_after)
+            assert tightest is not None
+            left, cap, limit, found, retry_after = tightest
+            verdict, amount = fit(left)
+            if verdict is None:
+                refusal.append(BudgetExceeded(
+                    cap, limit=limit, spent=found.used, estimate=estimate, model=spec.key,
+                    retry_after=retry_after, held=found.held,
+                ))
+            return verdict, amount
+
+        try:
+            ledger.flush()  # this process's recorded costs are committed, so they are read
+            verdict, hold_id = reservations.hold(decide, provider=provider, run_id=run_id)
+        except sqlite3.Error as exc:
+            # Budgets must trip: a ledger that cannot be read refuses paid calls.
+            cap, limit = caps[0][0], caps[0][1]
+            return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
+                                  model=spec.key, note=f"the ledger could not be read: {exc}")
+        if refusal:
+            return refusal[0]
+        return verdict, hold_id
+
+    def _release(self, hold_id: int) -> None:
+        """The call's cost is recorded: commit it, then drop the hold (never neither counts)."""
+        ledger, reservations = self.ledger, self.reservations
+        if ledger is None or reservations is None:
             return
-        with self._lock:
-            self._held -= amount
-            _take(self._held_provider, reservation.provider, amount)
-            if reservation.run_id is not None:
-                _take(self._held_run, reservation.run_id, amount)
-            self._holds -= 1
-            if self._holds == 0:  # no drift from float subtraction
-                self._held = 0.0
-                self._held_provider.clear()
-                self._held_run.clear()
+        try:
+            ledger.flush()
+            reservations.release(hold_id)
+        except sqlite3.Error:
+            # The hold then counts until it expires: spend is over-, never under-counted.
+            logger.warning("ledger %s: cannot release a budget hold", ledger.path,
+                           exc_info=True)  # fmt: skip
 
 
-def _take(held: dict[str, float], key: str, amount: float) -> None:
-    left = held.get(key, 0.0) - amount
-    if left > _EPSILON:
-        held[key] = left
-    else:
-        held.pop(key, None)
+def _valid(estimate: float) -> None:
+    if math.isnan(estimate) or estimate < 0:
+        raise ValueError(f"estimated_cost must be a non-negative number, got {estimate!r}")
 
 
 def _until_midnight(now: float) -> float:

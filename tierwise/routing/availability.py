@@ -182,6 +182,17 @@ class Availability:
         """Forget the availability probe, so the next snapshot probes again."""
         self.probes.invalidate()
 
+    def stale(self) -> bool:
+        """Whether the next snapshot reads the ledger (its record is older than the ttl)."""
+        if self.ledger is None or (self.demotion is None and self.evidence_min_n is None):
+            return False
+        cached = self._standings
+        return cached is None or time.monotonic() - cached[0] >= self._standings_ttl
+
+    def read_record(self) -> None:
+        """Read the ledger's record now; async routers run it in a worker thread."""
+        self._current_standings()
+
     def _current_standings(self) -> frozenset[Standing]:
         """The ledger's demotions (and measured quality), read at most every ``standings_ttl`` s.
 

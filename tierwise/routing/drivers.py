@@ -7,13 +7,17 @@ chunk becomes a :class:`~.results.StreamChunk`) or not (one ``invoke`` per call)
 with :class:`~.results.StreamEnd`; ``invoke`` and ``ainvoke`` keep only that last event.
 So the four ways to call the router share one loop per concurrency model, and the
 routing rules exist once.
+
+The route's own bookkeeping I/O — ledger rows, budget holds, the ledger reads behind the
+snapshot — is a :class:`Blocking` step: the sync driver runs it in place, the async
+driver in a worker thread, so nothing on the async path blocks the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,7 @@ from tierwise.routing.answers import content_text
 from tierwise.routing.results import RoutedResult, StreamChunk, StreamEnd, StreamEvent
 
 __all__ = [
-    "Acquire", "Call", "Notice", "Outcome", "Route", "Sleep", "Step",
+    "Acquire", "Blocking", "Call", "Notice", "Outcome", "Route", "Sleep", "Step",
     "adrive", "alast", "drive", "last",
 ]
 
@@ -70,8 +74,18 @@ class Notice:
     event: StreamEvent
 
 
-Step = Call | Sleep | Notice | Acquire
-Route = Generator[Step, "Outcome | None", RoutedResult]
+@dataclass(slots=True)
+class Blocking:
+    """Step: run ``work`` (file or database I/O) and send back what it returns.
+
+    What it raises is thrown into the route at the ``yield``, as a direct call would.
+    """
+
+    work: Callable[[], Any]
+
+
+Step = Call | Sleep | Notice | Acquire | Blocking
+Route = Generator[Step, Any, RoutedResult]
 
 
 @dataclass(slots=True)
@@ -91,16 +105,22 @@ def drive(route: Route, *, streaming: bool) -> Iterator[StreamEvent]:
     Not streaming, it yields only the :class:`StreamEnd`. The route is closed however the
     caller leaves, so it releases what it holds (permits, budget reservations).
     """
-    outcome: Outcome | None = None
+    outcome: Any = None
+    error: BaseException | None = None
     try:
         while True:
             try:
-                step = route.send(outcome)
+                step = route.send(outcome) if error is None else route.throw(error)
             except StopIteration as done:
                 yield StreamEnd(done.value)
                 return
-            outcome = None
-            if isinstance(step, Sleep):
+            outcome, error = None, None
+            if isinstance(step, Blocking):
+                try:
+                    outcome = step.work()
+                except Exception as exc:  # noqa: BLE001 - the route decides
+                    error = exc
+            elif isinstance(step, Sleep):
                 time.sleep(step.seconds)
             elif isinstance(step, Acquire):
                 step.permit = step.limiter.try_acquire(step.key, step.tokens)
@@ -131,16 +151,22 @@ def drive(route: Route, *, streaming: bool) -> Iterator[StreamEvent]:
 
 async def adrive(route: Route, *, streaming: bool) -> AsyncIterator[StreamEvent]:
     """:func:`drive` on the event loop: waiting for a permit never blocks the loop."""
-    outcome: Outcome | None = None
+    outcome: Any = None
+    error: BaseException | None = None
     try:
         while True:
             try:
-                step = route.send(outcome)
+                step = route.send(outcome) if error is None else route.throw(error)
             except StopIteration as done:
                 yield StreamEnd(done.value)
                 return
-            outcome = None
-            if isinstance(step, Sleep):
+            outcome, error = None, None
+            if isinstance(step, Blocking):
+                try:
+                    outcome = await asyncio.to_thread(step.work)
+                except Exception as exc:  # noqa: BLE001 - the route decides
+                    error = exc
+            elif isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, Acquire):
                 step.permit = await step.limiter.atry_acquire(step.key, step.tokens)
@@ -167,7 +193,9 @@ async def adrive(route: Route, *, streaming: bool) -> AsyncIterator[StreamEvent]
                 except Exception as exc:  # noqa: BLE001 - every failure is classified
                     outcome.error = exc
     finally:
-        route.close()
+        # Closing releases what the route holds (budget holds: ledger I/O), off the loop;
+        # shielded, so a cancelled caller still has it closed.
+        await asyncio.shield(asyncio.to_thread(route.close))
 
 
 def last(events: Iterator[StreamEvent]) -> RoutedResult:

@@ -24,17 +24,18 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
 from tierwise.guards.backend import Denied, LimitName, Permit
-from tierwise.guards.budget import BudgetExceeded, BudgetGuard
+from tierwise.guards.budget import HOLD_WAIT, BudgetExceeded, BudgetGuard, Reservation
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
 from tierwise.guards.shared import shared_limiter
@@ -52,6 +53,7 @@ from tierwise.routing.availability import DEFAULT_DEMOTION, Availability
 from tierwise.routing.demotion import DemotionRule
 from tierwise.routing.drivers import (
     Acquire,
+    Blocking,
     Call,
     Notice,
     Outcome,
@@ -337,28 +339,35 @@ class ModelRouter:
         """Try candidates in order; yields steps, returns the first valid answer."""
         started = time.perf_counter()
         estimate = request.prompt_tokens + (request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
-        steer = self._steer(request, policy, self._candidates(request, policy), estimate)
+        if self.availability.stale():  # the ledger's record: read off the event loop
+            yield Blocking(self.availability.read_record)
+        candidates = self._candidates(request, policy)
+        steer = (
+            (yield Blocking(partial(self._steer, request, policy, candidates, estimate)))
+            if self._steered(request, policy, candidates) else Steer(candidates)
+        )
         candidates = steer.candidates
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
         refusals: list[BudgetExceeded] = []
         record = self._recorder(request, policy, steer.arm)
 
-        def note(attempt: Attempt) -> None:
+        def note(attempt: Attempt) -> Iterator[Blocking]:
             attempts.append(attempt)
-            record(attempt)
+            yield Blocking(partial(record, attempt))  # the ledger's file: off the event loop
+
         overflowed = 0  # after a context overflow, windows this small are skipped
         rejected: set[Provider] = set()  # providers that refused their key in this call
         tool_schemas = self._runnables.tool_schemas(request.tools) if request.tools else None
 
         for spec in candidates:
             if spec.provider in rejected:
-                note(refused(
+                yield from note(refused(
                     spec, FailureKind.AUTH, f"{spec.provider} rejected its key in this call"
                 ))
                 continue
             if spec.context_window <= overflowed:
-                note(refused(
+                yield from note(refused(
                     spec, FailureKind.CONTEXT_OVERFLOW, "window no larger than one that overflowed"
                 ))
                 continue
@@ -371,7 +380,7 @@ class ModelRouter:
                 )
             except Exception as exc:  # noqa: BLE001 - this client cannot express the request
                 reason = classify(exc, redact=self._redact).message
-                note(refused(
+                yield from note(refused(
                     spec, FailureKind.BAD_REQUEST, f"the client cannot take it: {reason}"
                 ))
                 continue
@@ -383,25 +392,27 @@ class ModelRouter:
                 wait = (f"next permit in {permit.retry_after:.2f}s"
                         if permit.retry_after != float("inf")  # more than one window holds
                         else f"the request's ~{estimate} tokens exceed the whole window")
-                note(refused(
+                yield from note(refused(
                     spec, FailureKind.RATE_LIMITED, f"local {permit.limit} limit: {wait}",
                     retry_after=permit.retry_after,
                 ))
                 continue
             answer_tokens = estimate - request.prompt_tokens
-            estimated_cost = spec.price.cost(request.prompt_tokens, answer_tokens)
-            held = self.budget.check_quota(spec) or self.budget.reserve(
-                spec, estimated_cost, policy, run_id=request.run_id
-            )
+            hold = partial(self._hold, spec, policy, request, request.prompt_tokens, answer_tokens)
+            held = yield Blocking(hold)
+            waited = time.monotonic() + HOLD_WAIT
+            while isinstance(held, BudgetExceeded) and held.in_flight and time.monotonic() < waited:
+                yield Sleep(0.05)  # other calls' worst cases: they settle to their real cost
+                held = yield Blocking(hold)
             if isinstance(held, BudgetExceeded):
                 permit.cancel()
                 refusals.append(held)
-                note(refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
+                yield from note(refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
                 continue
             if not self.health.allow(spec.key):
                 permit.cancel()
-                held.release()
-                note(refused(
+                yield Blocking(held.release)
+                yield from note(refused(
                     spec, FailureKind.UNAVAILABLE, "circuit open: a recovery probe is in flight"
                 ))
                 continue
@@ -411,8 +422,8 @@ class ModelRouter:
                 while True:
                     call_started = time.perf_counter()
                     outcome = yield Call(
-                        spec, runnable, messages,
-                        self._config(spec, request, estimated_cost, steer.why),
+                        spec, _limited(runnable, spec, held), messages,
+                        self._config(spec, request, held.amount, steer.why),
                     )
                     assert outcome is not None
                     if parse is not None and outcome.error is None:
@@ -421,10 +432,12 @@ class ModelRouter:
                         request, spec, outcome, time.perf_counter() - call_started, repair,
                         tool_schemas, self._redact,
                     )
-                    note(verdict.attempt)  # the ledger counts the real cost from here on
+                    # The real cost is recorded (and, under a cap, committed) before the
+                    # hold of the worst case is dropped.
+                    attempts.append(verdict.attempt)
+                    yield Blocking(partial(_settle, record, verdict.attempt, held))
                     used = verdict.attempt.input_tokens + verdict.attempt.output_tokens
                     permit.settle(used or estimate)
-                    held.release()
                     if verdict.failure is None:
                         self.health.record_success(spec.key)
                         assert verdict.message is not None
@@ -449,15 +462,14 @@ class ModelRouter:
                     retry = yield from self._permit(spec.key, repair_estimate)
                     if isinstance(retry, Denied):
                         break
-                    held = self.budget.reserve(
-                        spec,
-                        spec.price.cost(repair_prompt, estimate - request.prompt_tokens),
-                        policy,
+                    held = yield Blocking(partial(
+                        self.budget.reserve, spec, policy, prompt_tokens=repair_prompt,
+                        max_tokens=request.max_tokens, expected_tokens=answer_tokens,
                         run_id=request.run_id,
-                    )
+                    ))
                     if isinstance(held, BudgetExceeded):
                         retry.cancel()
-                        note(replace(refused(
+                        yield from note(replace(refused(
                             spec, FailureKind.BUDGET_EXCEEDED, f"no schema repair: {held}"
                         ), repair=True))
                         break
@@ -486,6 +498,20 @@ class ModelRouter:
             "no candidate is both allowed by the policy and available now"
         )
         raise NoModelAvailable(request.operation, attempts, reason, request.call_id)
+
+    def _hold(
+        self,
+        spec: ModelSpec,
+        policy: Policy,
+        request: RouteRequest,
+        prompt_tokens: int,
+        answer_tokens: int,
+    ) -> Reservation | BudgetExceeded:
+        """The model's daily quota, then the call's worst case held against the cost caps."""
+        return self.budget.check_quota(spec) or self.budget.reserve(
+            spec, policy, prompt_tokens=prompt_tokens, max_tokens=request.max_tokens,
+            expected_tokens=answer_tokens, run_id=request.run_id,
+        )
 
     def _candidates(self, request: RouteRequest, policy: Policy) -> tuple[ModelSpec, ...]:
         """The selector's chain for ``request``, without the tiers below ``min_tier``.
@@ -529,11 +555,7 @@ class ModelRouter:
         Escalations (``min_tier``) and single-model chains are left as they are: the graph
         asked for a tier, not for a model.
         """
-        override = policy.override(request.operation)
-        steered = policy.mode is PolicyMode.LEARNED or (
-            override is not None and override.ab is not None
-        )
-        if not steered or request.min_tier is not None or len(candidates) < 2:
+        if not self._steered(request, policy, candidates):
             return Steer(candidates)
         sticky = (config_value(request.config, "thread_id") or request.run_id
                   or request.call_id)  # fmt: skip
@@ -542,6 +564,17 @@ class ModelRouter:
             sticky_key=sticky, prompt_tokens=request.prompt_tokens,
             max_tokens=estimate - request.prompt_tokens,
         )
+
+    @staticmethod
+    def _steered(
+        request: RouteRequest, policy: Policy, candidates: tuple[ModelSpec, ...]
+    ) -> bool:
+        """Whether an A/B arm or the learned router may reorder ``candidates``."""
+        override = policy.override(request.operation)
+        steered = policy.mode is PolicyMode.LEARNED or (
+            override is not None and override.ab is not None
+        )
+        return steered and request.min_tier is None and len(candidates) >= 2
 
     def _recorder(
         self, request: RouteRequest, policy: Policy, arm: str | None
@@ -604,4 +637,20 @@ class ModelRouter:
         self.health.record_failure(spec.key, kind.value)
 
 
+#: The argument that limits the answer's length, per client (others: ``max_tokens``).
+_ANSWER_LIMIT = {Provider.GEMINI: "max_output_tokens", Provider.OLLAMA: "num_predict"}
 
+
+def _limited(
+    runnable: Runnable[Any, Any], spec: ModelSpec, held: Reservation
+) -> Runnable[Any, Any]:
+    """``runnable`` sending the answer limit its budget hold was sized for (when capped)."""
+    if not held.capped:
+        return runnable
+    return runnable.bind(**{_ANSWER_LIMIT.get(spec.provider, "max_tokens"): held.max_tokens})
+
+
+def _settle(record: Callable[[Attempt], None], attempt: Attempt, held: Reservation) -> None:
+    """Record ``attempt``, then drop the hold of its worst case (the ledger commits first)."""
+    record(attempt)
+    held.release()

@@ -104,6 +104,22 @@ class ChatRequest:
         chars += sum(len(json.dumps(t.parameters)) for t in self.tools)
         return max(1, (chars + 3) // 4)
 
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The answer limit the client sent, in any protocol's spelling (``None``: none)."""
+        body = self.body
+        options = body.get("options")
+        config = body.get("generationConfig")
+        for value in (
+            body.get("max_completion_tokens"),
+            body.get("max_tokens"),
+            config.get("maxOutputTokens") if isinstance(config, Mapping) else None,
+            options.get("num_predict") if isinstance(options, Mapping) else None,
+        ):
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def tool(self, name: str | None = None) -> Tool | None:
         """The tool called ``name``; without a name the forced tool, else the first one."""
         wanted = name or self.forced_tool

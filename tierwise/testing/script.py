@@ -274,6 +274,11 @@ def resolve(behaviour: Behaviour | None, request: ChatRequest, depth: int = 0) -
     if isinstance(answer, Answer) and behaviour.usage is not None:
         prompt, completion = behaviour.usage
         answer = replace(answer, prompt_tokens=prompt, completion_tokens=completion)
+    limit = request.max_output_tokens
+    if isinstance(answer, Answer) and limit is not None and answer.completion_tokens > limit:
+        # As a provider does: the answer stops at the limit, finish reason "length".
+        answer = replace(answer, text=answer.text[: limit * 4], completion_tokens=limit,
+                         finish_reason="length")  # fmt: skip
     return answer
 
 
