@@ -7,7 +7,10 @@ is what serving adds: HTTP, the server's run queue, its checkpointer and JSON ou
 
 * in-process: the graph factory's graph, ``ainvoke`` on one event loop;
 * served: ``POST /runs/wait`` (stateless) to ``langgraph dev --no-browser`` (no
-  ``--allow-blocking``) started in a copy of the project, through one keep-alive client.
+  ``--allow-blocking``) started in a copy of the project, through one keep-alive client;
+* the server's floor: the same request to a one-node graph that calls no model (added to
+  the copy's ``langgraph.json`` as ``echo``), so the overhead can be told apart from
+  what tierwise does.
 
 Runs are interleaved one by one after a warm-up; prints the median (min–max) of each and
 the extra latency, median served minus median in-process, and their ratio.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -36,6 +40,21 @@ from tierwise.testing.langgraph_dev import langgraph_dev, served_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT = {"instruction": "The export button crashes the app"}
+ECHO = '''"""A one-node graph that calls no model: the server's own floor."""
+from typing_extensions import TypedDict
+from langgraph.graph import START, StateGraph
+
+
+class State(TypedDict):
+    instruction: str
+
+
+def echo(state: State) -> State:
+    return state
+
+
+graph = StateGraph(State).add_node("echo", echo).add_edge(START, "echo").compile(name="echo")
+'''
 
 
 @contextmanager
@@ -66,7 +85,10 @@ def project_copy(base: Path, toml: str, env: dict[str, str], ledger: str) -> Pat
     project.mkdir()
     shutil.copytree(ROOT / "tierwise", project / "tierwise",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "langgraph.json", project / "langgraph.json")
+    manifest = json.loads((ROOT / "langgraph.json").read_text())
+    manifest["graphs"]["echo"] = "./echo.py:graph"
+    (project / "langgraph.json").write_text(json.dumps(manifest))
+    (project / "echo.py").write_text(ECHO)
     (project / "tierwise.toml").write_text(toml)
     values = {**env, "TIERWISE_CONFIG": str(project / "tierwise.toml"),
               "TIERWISE_LEDGER": str(base / ledger)}
@@ -108,32 +130,39 @@ def main(argv: list[str] | None = None) -> int:
         env = served_environment(base / "home", PYTHONPATH=str(project))
         with langgraph_dev(project, env) as url, httpx.Client(base_url=url, timeout=60) as http:
 
-            def served() -> float:
+            def post(graph: str) -> float:
                 started = time.perf_counter()
-                response = http.post("/runs/wait", json={"assistant_id": "triage",
-                                                         "input": INPUT})
+                response = http.post("/runs/wait", json={"assistant_id": graph, "input": INPUT})
                 elapsed = time.perf_counter() - started
                 out = response.json()
                 assert response.status_code == 200 and "__error__" not in out, out
-                assert out["route"]["route"]
+                assert graph == "echo" or out["route"]["route"]
                 return elapsed
 
+            def served() -> float:
+                return post("triage")
+
+            def echo() -> float:
+                return post("echo")
+
+            variants = (in_process, served, echo)
             for _ in range(args.warmup):
-                in_process(), served()
-            local: list[float] = []
-            remote: list[float] = []
-            for i in range(args.runs):  # interleaved, the first variant alternating
-                pair = (in_process, served) if i % 2 == 0 else (served, in_process)
-                for run in pair:
-                    (local if run is in_process else remote).append(run())
+                for run in variants:
+                    run()
+            samples: dict[str, list[float]] = {run.__name__: [] for run in variants}
+            for i in range(args.runs):  # interleaved, the first variant rotating
+                for run in variants[i % 3:] + variants[:i % 3]:
+                    samples[run.__name__].append(run())
         loop.close()
 
+    local, remote, floor = samples["in_process"], samples["served"], samples["echo"]
     extra = statistics.median(remote) - statistics.median(local)
     print(f"triage run, zero-latency simulator, median (min–max) of {args.runs}:")
-    print(f"  in-process ainvoke       {spread(local)}")
-    print(f"  langgraph dev /runs/wait {spread(remote)}")
-    print(f"  extra latency served     {extra * 1e3:7.1f} ms "
+    print(f"  in-process ainvoke              {spread(local)}")
+    print(f"  langgraph dev /runs/wait        {spread(remote)}")
+    print(f"  extra latency served            {extra * 1e3:7.1f} ms "
           f"(× {statistics.median(remote) / statistics.median(local):.2f})")
+    print(f"  server floor (echo, no model)   {spread(floor)}")
     return 0
 
 
