@@ -49,7 +49,10 @@ def trained(path: Path) -> Path:
     """A router that learned: the cheap model fails on prime theorems, the strong never."""
     texts = [prompt_text_for(t) for t in (EASY + HARD) * 30]
     cheap = [1.0 if t in EASY else 0.0 for t in (EASY + HARD) * 30]
-    LearnedRouter(epochs=80).fit(texts, {CHEAP: cheap, STRONG: [1.0] * len(texts)}).save(path)
+    router = LearnedRouter(epochs=80).fit(texts, {CHEAP: cheap, STRONG: [1.0] * len(texts)})
+    # calibrated on the traffic the tests send (half easy, half hard), not on a random
+    # tenth of the training rows, so that a 50 % share falls between the two kinds
+    router.calibrate([prompt_text_for(t) for t in EASY + HARD]).save(path)
     return path
 
 
@@ -140,3 +143,28 @@ def test_tracers_see_why_the_first_model_leads(rig: tuple[ModelRouter, Path]) ->
     assert seen.metadata[-1]["tierwise_steering"] == f"learned router chose {STRONG} (λ=0)"
     router.invoke(OP, HARD[0], complexity="simple", config={"callbacks": [seen]})
     assert "tierwise_steering" not in seen.metadata[-1]  # nothing steered
+
+
+def test_an_unfamiliar_prompt_keeps_the_chain_order_and_says_why(
+    rig: tuple[ModelRouter, Path],
+) -> None:
+    from typing import Any
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Seen(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.metadata: list[dict[str, Any]] = []
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.metadata.append(kwargs.get("metadata") or {})
+
+    router, path = rig
+    seen = Seen()
+    policy = Policy(mode="learned", router_model=str(path), cost_weight=0.0)
+    # nothing like the training prompts: the chain (free, then paid) stays as it is
+    result = router.invoke(OP, "Quelle est la capitale du Kirghizistan ?", policy=policy,
+                           complexity="simple", config={"callbacks": [seen]})  # fmt: skip
+    assert result.model == CHEAP
+    why = seen.metadata[-1]["tierwise_steering"]
+    assert "unlike the router's training data" in why and "chain order kept" in why

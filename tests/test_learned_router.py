@@ -262,6 +262,127 @@ def test_feature_ids_are_stable_across_processes() -> None:
     assert out.stdout.strip() == str(feature_ids(text).tolist())
 
 
+# ---------------------------------------------------------------- semantic features, guard
+
+MATH = ["add {a} and {b} apples", "subtract {a} from {b} pears", "multiply {a} by {b} boxes",
+        "how many eggs are left if {a} of {b} break"]  # fmt: skip
+
+
+def math_set(n: int = 240) -> tuple[list[str], dict[str, list[float]]]:
+    """Word sums: the weak model fails the multiplications, the strong one never."""
+    prompts = [MATH[i % 4].format(a=i % 17 + 2, b=i % 29 + 3) for i in range(n)]
+    weak = [0.0 if p.startswith("multiply") else 1.0 for p in prompts]
+    return prompts, {"weak": weak, "strong": [1.0] * n}
+
+
+def test_semantic_ids_carry_the_vector_through_a_ledger_row() -> None:
+    from tierwise.learning.features import semantic_ids, semantic_vector, split_ids
+
+    vector = np.linspace(-1.0, 1.0, 64)
+    vector /= np.linalg.norm(vector)
+    ids = np.concatenate([np.array([5, 7, 5]), semantic_ids(vector)])
+    grams, carried = split_ids(ids)
+    assert grams.tolist() == [5, 7, 5]
+    decoded = semantic_vector(carried, 64)
+    assert decoded is not None and np.abs(decoded - vector).max() <= 0.5 / 127 + 1e-12
+    assert semantic_vector(grams, 64) is None
+    with pytest.raises(ValueError, match="dimensions"):
+        semantic_vector(carried, 32)
+
+
+def test_feature_ids_add_the_semantic_vector_when_installed() -> None:
+    from tierwise.learning.features import SEMANTIC_BASE, hashed_ids
+    from tierwise.learning.semantic import StaticEmbedder, unavailable_reason
+
+    embedder = StaticEmbedder.default()
+    text = "What is the derivative of x squared?"
+    ids = feature_ids(text)
+    assert ids[ids < SEMANTIC_BASE].tolist() == hashed_ids(text).tolist()
+    if embedder is None:
+        assert unavailable_reason() and ids.max() < SEMANTIC_BASE
+        pytest.skip(f"semantic features unavailable: {unavailable_reason()}")
+    assert int((ids >= SEMANTIC_BASE).sum()) == embedder.dimensions
+    near = embedder.embed("Differentiate the function x^2.")
+    far = embedder.embed("Who wrote the Iliad?")
+    here = embedder.embed(text)
+    assert here @ near > here @ far
+
+
+@pytest.mark.parametrize("semantic", [False, True])
+def test_the_guard_keeps_the_chain_order_for_unfamiliar_prompts(semantic: bool) -> None:
+    from tierwise.learning.semantic import StaticEmbedder
+
+    if semantic and StaticEmbedder.default() is None:
+        pytest.skip("semantic features unavailable")
+    prompts, outcomes = math_set()
+    router = LearnedRouter(semantic=semantic, epochs=60).fit(prompts, outcomes)
+    assert router.semantic is semantic
+    chain = [("weak", 0.0), ("strong", 0.001)]
+    picked = router.decide("multiply 4 by 9 boxes", chain, lam=1.0)
+    assert picked.learned and picked.choice == "strong", picked
+    kept = router.decide("Quelle est la capitale du Kirghizistan ?", chain, lam=1.0)
+    assert not kept.learned and kept.choice == "weak"
+    assert "unlike the router's training data" in kept.why and "chain order kept" in kept.why
+    _, similarity = router.familiarity(prompts)  # by design GUARD_QUANTILE of them are not
+    typical = prompts[int(np.nanargmax(similarity))] if semantic else prompts[0]
+    familiar = router.familiar([typical, "Quelle est la capitale du Pérou ?"])
+    assert familiar.tolist() == [True, False]
+    # unguarded, the same router would have made a pick for the unfamiliar prompt
+    assert router.choose("Quelle est la capitale du Kirghizistan ?", chain, lam=0.0) in (
+        "weak", "strong")
+
+
+def test_no_clear_gain_keeps_the_chain_order() -> None:
+    prompts, outcomes = math_set()
+    router = LearnedRouter(semantic=False, epochs=60, margin=0.02).fit(prompts, outcomes)
+    text, chain = "multiply 3 by 4 boxes", [("weak", 0.0), ("strong", 1.0)]
+    p = router.predict(text)
+    gap = p["strong"] - p["weak"]
+    assert gap > 0.1  # the weak model fails multiplications
+    # price the gain down to 0.01, under the margin: the chain's first model stays first
+    kept = router.decide(text, chain, lam=gap - 0.01)
+    assert not kept.learned and kept.choice == "weak" and "not confident" in kept.why
+    clear = router.decide(text, chain, lam=gap - 0.03)
+    assert clear.learned and clear.choice == "strong"
+    # a cost weight of 0 asks for the best predicted model, whatever the gain
+    best = router.decide("add 3 and 4 apples", chain, lam=0.0)
+    assert best.learned and best.choice == "strong"
+
+
+def test_semantic_router_round_trips_and_learns_incrementally(tmp_path: Path) -> None:
+    from tierwise.learning.semantic import StaticEmbedder
+
+    if StaticEmbedder.default() is None:
+        pytest.skip("semantic features unavailable")
+    prompts, outcomes = math_set()
+    router = LearnedRouter(epochs=60).fit(prompts, outcomes)
+    loaded = LearnedRouter.load(router.save(tmp_path / "r.npz"))
+    assert loaded.dimensions == router.dimensions > 0
+    assert len(loaded.centroids) == len(router.centroids) > 0
+    text = "multiply 3 by 8 boxes"
+    assert loaded.predict(text) == pytest.approx(router.predict(text))
+    assert loaded.familiar([text]).tolist() == [True]
+    # a ledger row (ids only, the semantic ones included) teaches the router a new model
+    rows = [feature_ids(p) for p in prompts[:80]]
+    before = loaded.predict(text).get("local", None)
+    loaded.partial_fit(rows, {"local": [0.0 if p.startswith("multiply") else 1.0
+                                        for p in prompts[:80]]}, epochs=40)  # fmt: skip
+    assert before is None and loaded.predict(text)["local"] < loaded.predict(
+        "add 3 and 4 apples")["local"]
+
+
+def test_mmlu_groups() -> None:
+    from tierwise.learning.splits import GROUPS, group_of
+
+    assert group_of("x/mmlu_college_physics.csv") == "STEM"
+    assert group_of("mmlu_world_religions.csv") == "humanities"
+    assert group_of("mmlu_econometrics.csv") == "social sciences"
+    assert group_of("mmlu_virology.csv") == "other"
+    assert set(GROUPS) == {"STEM", "humanities", "social sciences", "other"}
+    with pytest.raises(ValueError):
+        group_of("gsm8k_responses.csv")
+
+
 # ---------------------------------------------------------------- real data
 
 DATA = find_data()

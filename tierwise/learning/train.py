@@ -62,15 +62,20 @@ class Trained:
     full: dict[str, LabelledSet]
 
 
-def train_standard(data: Path, *, seed: int = 0, test_share: float = 0.3) -> Trained:
-    """The combined router on the GSM8K + MMLU training parts of the standard split."""
+def train_standard(
+    data: Path, *, seed: int = 0, test_share: float = 0.3, semantic: bool | None = None
+) -> Trained:
+    """The combined router on the GSM8K + MMLU training parts of the standard split.
+
+    ``semantic``: as :class:`LearnedRouter` (None: when the ``semantic`` extra is installed).
+    """
     full = {name: load_benchmark(name, data) for name in SETS}
     parts = {name: split(full[name], test_share=test_share, seed=seed) for name in SETS}
     train = {name: parts[name][0] for name in SETS}
     test = {name: parts[name][1] for name in SETS}
     both = LabelledSet.concat([train[name] for name in SETS])
     start = time.perf_counter()
-    router = LearnedRouter(seed=seed).fit(both.prompts, both.outcomes)
+    router = LearnedRouter(seed=seed, semantic=semantic).fit(both.prompts, both.outcomes)
     return Trained(router, time.perf_counter() - start, train, test, full)
 
 

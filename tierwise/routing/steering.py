@@ -171,8 +171,9 @@ class Steering:
             share = self.share(policy, max(cost for _, cost in options))
             lam = self._lam(path, router, round(share, 3), options)
         text = prompt_text(messages, operation)
-        choice = router.choose(text, options, lam=lam)
-        return Steer(lead(candidates, choice), why=f"learned router chose {choice} (λ={lam:.3g})")
+        # guarded: a prompt unlike the training data, or no clear gain, keeps the chain order
+        decision = router.decide(text, options, lam=lam)
+        return Steer(lead(candidates, decision.choice), why=f"{decision.why} (λ={lam:.3g})")
 
     def share(self, policy: Policy, strong_cost: float) -> float:
         """The strong candidate's target share: the policy's, the budget's, else 50 %."""
