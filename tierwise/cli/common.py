@@ -134,7 +134,7 @@ class _Group(TyperGroup):
             if not standalone_mode:
                 raise typer.Exit(code) from None
         except typer.Abort:
-            out.error("aborted", "")
+            out.error("aborted", "run the command again")
             code = 1
         if not standalone_mode:
             return code
