@@ -289,9 +289,8 @@ class _Plain:
 def resolve_model(model: ModelLike | None) -> _Routed | _Plain:
     """Turn what a factory was given into something that answers.
 
-    ``None`` is the process's :func:`~tierwise.routing.router.default_router` (so nodes
-    built separately share limits, breakers and budgets); a string is a catalog key that
-    the default router pins for this node's operation (:meth:`Policy.pinned`).
+    ``None`` is the process's shared :func:`~tierwise.routing.default.default_router`; a
+    string is a catalog key it pins for this node's operation (:meth:`Policy.pinned`).
     """
     if isinstance(model, ModelRouter):
         return _Routed(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
@@ -21,10 +21,37 @@ from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Complexity, TaskType, Tier
 from tierwise.routing.tokens import Schema, definition_tokens, estimate_tokens
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "RouteRequest", "as_messages", "config_value"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "RouteOptions",
+    "RouteRequest",
+    "StreamOptions",
+    "as_messages",
+    "config_value",
+]
 
 #: Output tokens assumed when the caller sets no ``max_tokens`` (cost and TPM estimates).
 DEFAULT_MAX_OUTPUT_TOKENS = 512
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keyword arguments of ``ModelRouter.stream``/``astream`` (see :class:`RouteRequest`)."""
+
+    tools: Sequence[Any]
+    tool_choice: str | None
+    complexity: Complexity | str
+    policy: Policy | None
+    max_wait: float
+    max_tokens: int | None
+    min_tier: Tier | str | None
+    config: RunnableConfig | None
+
+
+class RouteOptions(StreamOptions, total=False):
+    """The keyword arguments of ``ModelRouter.invoke``/``ainvoke`` (see :class:`RouteRequest`)."""
+
+    schema: Schema | None
+    call_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

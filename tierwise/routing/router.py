@@ -22,18 +22,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
+from typing_extensions import Unpack
 
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
-from tierwise.catalog.specs import Complexity, ModelSpec, Provider, TaskType, Tier
+from tierwise.catalog.specs import ModelSpec, Provider, TaskType
 from tierwise.guards.backend import Denied, LimitName, Permit
 from tierwise.guards.budget import HOLD_WAIT, BudgetExceeded, BudgetGuard, Reservation
 from tierwise.guards.health import HealthBoard
@@ -43,7 +44,6 @@ from tierwise.ledger import (
     Attempt,
     Ledger,
     LedgerError,
-    LedgerRow,
     shared_ledger,
 )
 from tierwise.providers.clients import ProviderFactory
@@ -66,7 +66,14 @@ from tierwise.routing.drivers import (
     last,
 )
 from tierwise.routing.prepared import RunnableCache
-from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS, RouteRequest, config_value
+from tierwise.routing.provenance import recorder, run_config
+from tierwise.routing.request import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    RouteOptions,
+    RouteRequest,
+    StreamOptions,
+    config_value,
+)
 from tierwise.routing.results import (
     NoModelAvailable,
     RoutedResult,
@@ -76,7 +83,7 @@ from tierwise.routing.results import (
 from tierwise.routing.selector import Selector
 from tierwise.routing.snapshot import Snapshot
 from tierwise.routing.steering import Steer, Steering
-from tierwise.routing.tokens import Schema, estimate_tokens
+from tierwise.routing.tokens import estimate_tokens
 from tierwise.routing.verdicts import judge, refused, repairable
 
 __all__ = ["ModelRouter"]
@@ -195,70 +202,30 @@ class ModelRouter:
 
     # ------------------------------------------------------------------ calls
     def invoke(
-        self,
-        operation: TaskType | str,
-        messages: LanguageModelInput,
-        *,
-        schema: Schema | None = None,
-        tools: Sequence[Any] = (),
-        tool_choice: str | None = None,
-        complexity: Complexity | str = Complexity.MODERATE,
-        policy: Policy | None = None,
-        max_wait: float = 0.0,
-        max_tokens: int | None = None,
-        min_tier: Tier | str | None = None,
-        config: RunnableConfig | None = None,
-        call_id: str | None = None,
+        self, operation: TaskType | str, messages: LanguageModelInput,
+        **options: Unpack[RouteOptions],
     ) -> RoutedResult:
         """Answer ``messages`` for ``operation`` with the first candidate that succeeds.
 
-        The arguments are those of :class:`~tierwise.routing.request.RouteRequest`.
+        The options are those of :class:`~tierwise.routing.request.RouteRequest`: the
+        answer's ``schema`` or ``tools``/``tool_choice``, ``complexity``, ``policy``,
+        ``max_wait``, ``max_tokens``, ``min_tier``, ``config`` and ``call_id``.
 
         Raises:
             NoModelAvailable: every candidate failed or none was allowed; it lists why.
         """
-        return self.run(RouteRequest(
-            operation, messages, schema=schema, tools=tools, tool_choice=tool_choice,
-            complexity=complexity, policy=policy, max_wait=max_wait, max_tokens=max_tokens,
-            min_tier=min_tier, config=config, call_id=call_id,
-        ))
+        return self.run(RouteRequest(operation, messages, **options))
 
     async def ainvoke(
-        self,
-        operation: TaskType | str,
-        messages: LanguageModelInput,
-        *,
-        schema: Schema | None = None,
-        tools: Sequence[Any] = (),
-        tool_choice: str | None = None,
-        complexity: Complexity | str = Complexity.MODERATE,
-        policy: Policy | None = None,
-        max_wait: float = 0.0,
-        max_tokens: int | None = None,
-        min_tier: Tier | str | None = None,
-        config: RunnableConfig | None = None,
-        call_id: str | None = None,
+        self, operation: TaskType | str, messages: LanguageModelInput,
+        **options: Unpack[RouteOptions],
     ) -> RoutedResult:
         """Async :meth:`invoke`; waiting for a permit never blocks the event loop."""
-        return await self.arun(RouteRequest(
-            operation, messages, schema=schema, tools=tools, tool_choice=tool_choice,
-            complexity=complexity, policy=policy, max_wait=max_wait, max_tokens=max_tokens,
-            min_tier=min_tier, config=config, call_id=call_id,
-        ))
+        return await self.arun(RouteRequest(operation, messages, **options))
 
     def stream(
-        self,
-        operation: TaskType | str,
-        messages: LanguageModelInput,
-        *,
-        tools: Sequence[Any] = (),
-        tool_choice: str | None = None,
-        complexity: Complexity | str = Complexity.MODERATE,
-        policy: Policy | None = None,
-        max_wait: float = 0.0,
-        max_tokens: int | None = None,
-        min_tier: Tier | str | None = None,
-        config: RunnableConfig | None = None,
+        self, operation: TaskType | str, messages: LanguageModelInput,
+        **options: Unpack[StreamOptions],
     ) -> Iterator[StreamEvent]:
         """Stream the answer as :class:`StreamChunk` events, ending with :class:`StreamEnd`.
 
@@ -266,37 +233,19 @@ class ModelRouter:
         text and no tool call (a role header) are held back until the answer starts. A
         failure after that yields :class:`StreamRestart` — the consumer discards what it
         received, text or partial tool calls — and the answer starts over on the next
-        candidate; two models' output is never joined. Arguments are those of
-        :meth:`invoke` (no schema: use ``invoke``).
+        candidate; two models' output is never joined. Options are those of
+        :meth:`invoke` without ``schema`` (use ``invoke``) and ``call_id``.
         """
-        request = RouteRequest(
-            operation, messages, tools=tools, tool_choice=tool_choice, complexity=complexity,
-            policy=policy, max_wait=max_wait, max_tokens=max_tokens, min_tier=min_tier,
-            config=config,
-        )
+        request = RouteRequest(operation, messages, **options)
         yield from drive(self._route(request, request.policy or self.policy, streaming=True),
                          streaming=True)  # fmt: skip
 
     async def astream(
-        self,
-        operation: TaskType | str,
-        messages: LanguageModelInput,
-        *,
-        tools: Sequence[Any] = (),
-        tool_choice: str | None = None,
-        complexity: Complexity | str = Complexity.MODERATE,
-        policy: Policy | None = None,
-        max_wait: float = 0.0,
-        max_tokens: int | None = None,
-        min_tier: Tier | str | None = None,
-        config: RunnableConfig | None = None,
+        self, operation: TaskType | str, messages: LanguageModelInput,
+        **options: Unpack[StreamOptions],
     ) -> AsyncIterator[StreamEvent]:
         """Async :meth:`stream`, with the same restart contract."""
-        request = RouteRequest(
-            operation, messages, tools=tools, tool_choice=tool_choice, complexity=complexity,
-            policy=policy, max_wait=max_wait, max_tokens=max_tokens, min_tier=min_tier,
-            config=config,
-        )
+        request = RouteRequest(operation, messages, **options)
         await self.availability.aready()
         route = self._route(request, request.policy or self.policy, streaming=True)
         async for event in adrive(route, streaming=True):
@@ -350,7 +299,7 @@ class ModelRouter:
         deadline = time.monotonic() + request.max_wait
         attempts: list[Attempt] = []
         refusals: list[BudgetExceeded] = []
-        record = self._recorder(request, policy, steer.arm)
+        record = recorder(self.ledger, request, policy, steer.arm)
 
         def note(attempt: Attempt) -> Iterator[Blocking]:
             attempts.append(attempt)
@@ -423,7 +372,7 @@ class ModelRouter:
                     call_started = time.perf_counter()
                     outcome = yield Call(
                         spec, _limited(runnable, spec, held), messages,
-                        self._config(spec, request, held.amount, steer.why),
+                        run_config(spec, request, held.amount, steer.why),
                     )
                     assert outcome is not None
                     if parse is not None and outcome.error is None:
@@ -575,56 +524,6 @@ class ModelRouter:
             override is not None and override.ab is not None
         )
         return steered and request.min_tier is None and len(candidates) >= 2
-
-    def _recorder(
-        self, request: RouteRequest, policy: Policy, arm: str | None
-    ) -> Callable[[Attempt], None]:
-        """A function writing one ledger row per attempt of ``request`` (no-op: no ledger)."""
-        ledger = self.ledger
-        if ledger is None:
-            return lambda attempt: None
-        operation, complexity = request.operation.value, request.complexity.value
-        run_id = request.run_id
-        thread_id = config_value(request.config, "thread_id")
-        node = config_value(request.config, "langgraph_node")
-        escalation = request.min_tier is not None
-        call_id = request.call_id
-
-        def record(attempt: Attempt) -> None:
-            ledger.record(LedgerRow.from_attempt(
-                attempt, operation=operation, complexity=complexity, policy=policy,
-                run_id=run_id, thread_id=thread_id, node=node, escalation=escalation,
-                call_id=call_id, arm=arm,
-            ))
-
-        return record
-
-    def _config(
-        self, spec: ModelSpec, request: RouteRequest, estimated_cost: float, steering: str
-    ) -> RunnableConfig:
-        """The caller's run config plus routing metadata, so tracers show the decision.
-
-        With an A/B test or the learned router, ``tierwise_steering`` says which arm or
-        pick (and the cost weight) put the first model first.
-
-        The cost is the estimate the budget checked before the call (prompt tokens plus
-        the expected answer at the catalog's prices); the real cost is in the ledger and
-        in :meth:`RoutedResult.provenance`.
-        """
-        base: RunnableConfig = request.config or {}
-        metadata = {
-            **base.get("metadata", {}),
-            "tierwise_operation": request.operation.value,
-            "tierwise_model": spec.key,
-            "tierwise_tier": spec.tier.value,
-            "tierwise_provider": spec.provider.value,
-            "tierwise_complexity": request.complexity.value,
-            "tierwise_estimated_cost": round(estimated_cost, 8),
-        }
-        if steering:
-            metadata["tierwise_steering"] = steering
-        tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
-        return {**base, "metadata": metadata, "tags": tags}
 
     def _learn(self, spec: ModelSpec, failure: Failure) -> None:
         """Feed a provider's failure to the limiter and the circuit breaker."""
