@@ -174,7 +174,7 @@ class Catalog(_Frozen):
     models: Mapping[str, ModelSpec]
     chains: Mapping[TaskType, Chain]
     embedded: str | None = Field(
-        None, description="Key of the in-process model used as the last resort."
+        None, description="Key of the embedded model used as the last resort."
     )
 
     @model_validator(mode="after")

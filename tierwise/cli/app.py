@@ -298,7 +298,7 @@ def ask(
             )
         out.table(table)
         embedded = result.spec.provider is Provider.EMBEDDED
-        local = " (in-process embedded model)" if embedded else ""
+        local = " (embedded model)" if embedded else ""
         out.line(f"[bold]answer[/] from {shown(result.model)} ({result.tier.value}){local}:")
         out.line(shown(str(result.message.content).strip()))  # model text: never markup
         if embedded:

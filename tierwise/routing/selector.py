@@ -214,7 +214,7 @@ class Selector:
         if embedded is not None and Tier.LOCAL in tiers:
             consider(
                 self.catalog.models[embedded],
-                "last resort: the in-process model answers when nothing else can",
+                "last resort: the embedded model answers when nothing else can",
             )
         for tier in Tier:
             if tier not in tiers:
@@ -350,7 +350,7 @@ def _reason(
     cost = "no cost" if spec.tier is not Tier.PAID else (
         f"${spec.price.input_per_mtok:g}/${spec.price.output_per_mtok:g} per 1M tokens"
     )
-    local = " in-process" if spec.provider is Provider.EMBEDDED else ""
+    local = " embedded" if spec.provider is Provider.EMBEDDED else ""
     return (
         f"{role} ({tier}) for {complexity} tasks under {policy.mode}; {where} of the "
         f"{operation} {tier}{local} chain; {quality}, speed {spec.speed:g}/10, {cost}"
