@@ -404,10 +404,10 @@ def test_needs_tools_drops_models_without_tools() -> None:
         for exclusion in ex.excluded:
             if not exclusion.spec.tools and exclusion.spec.tier in ex.tiers:
                 assert exclusion.reason == "no tool calling"
-    # the embedded model cannot call tools, so it is no last resort for tool calls
-    assert EMBEDDED not in _keys(
+    # the embedded model calls tools by constrained decoding: the last resort for them too
+    assert EMBEDDED == _keys(
         SELECTOR.candidates("classification", "simple", policy, EVERYTHING, needs_tools=True)
-    )
+    )[-1]
 
 
 def test_context_window_exclusion() -> None:
