@@ -24,7 +24,6 @@ SERVER_TOLERATES = (
 #: Blocking calls still made on the loop from these packages, each until its fix lands
 #: (then delete its line): path fragment → the work that moves them off the loop.
 PENDING_OFF_LOOP = {
-    "/tierwise/ledger/": "ledger reads and writes off the event loop (issue 15, ledger part)",
     # `tierwise run` drives one run per process on its own loop; nothing else waits on it,
     # but its lazy imports and sync availability note should still move off the loop.
     "/tierwise/cli/": "the CLI's lazy imports and availability note on its loop",

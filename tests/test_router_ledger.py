@@ -788,3 +788,29 @@ def test_without_a_ledger_nothing_is_written_and_calls_work(
     assert answered.model == streamed.model == "or-paid"
     assert answered.attempts[-1].cost == pytest.approx(rig.spec("or-paid").price.cost(100, 10))
     assert list(tmp_path.iterdir()) == [], "a ledger file was written"
+
+
+async def test_async_routed_calls_with_the_ledger_never_block_the_event_loop(
+    simulator: Simulator, ledger: Ledger, request: pytest.FixtureRequest
+) -> None:
+    """Ledger rows, budget holds and the ledger's record are read and written off the loop.
+
+    The suite's blockbuster (LangGraph Server's detector) fails this test on any blocking
+    call tierwise makes on the running loop: here every ledger path of a routed call —
+    rows recorded (journal write), a day cap's holds (SQLite transactions, commits),
+    standings and measured quality (SQLite reads), failures, a stream.
+    """
+    assert "no_blocking_on_the_event_loop" in request.fixturenames  # the detector is on
+    rig = make_rig(simulator, "or-paid", "groq-free", "ollama-local")
+    rig.script("or-paid", Fault.server_error(), times=2)  # two fall back
+    router = rig.router(ledger, Policy(mode="quality_first", max_cost_per_day=5.0),
+                        standings_ttl=0.0)  # fmt: skip
+    results = await asyncio.gather(*(router.ainvoke("rewriting", f"{PROMPT} {i}")
+                                      for i in range(10)))  # fmt: skip
+    events = [event async for event in router.astream("rewriting", PROMPT)]
+    assert isinstance(events[-1], StreamEnd)
+    assert sum(r.model == "or-paid" for r in results) == 8
+    rows = await asyncio.to_thread(rows_of, ledger)  # the test's own reads: off the loop too
+    assert len(rows) == 10 + 2 + 1  # every attempt recorded, the failures included
+    spent = await asyncio.to_thread(ledger.spent, since=day_start())
+    assert spent == pytest.approx(sum(r.cost for r in rows)) and spent > 0

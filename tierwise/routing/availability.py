@@ -18,6 +18,7 @@ hitting.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -88,6 +89,15 @@ def read_standings(
         judged_pairs(catalog), last_n=rule.window, since=now - rule.horizon
     )
     return rule.standings(catalog, record)
+
+
+def _on_loop() -> bool:
+    """Whether this thread runs an event loop (where the ledger is never read)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Availability:
@@ -205,8 +215,8 @@ class Availability:
             return frozenset()
         now = time.monotonic()
         cached = self._standings
-        if cached is not None and now - cached[0] < self._standings_ttl:
-            return cached[1]
+        if cached is not None and (now - cached[0] < self._standings_ttl or _on_loop()):
+            return cached[1]  # on an event loop the router reads it off the loop first
         previous = cached[1] if cached is not None else frozenset()
         try:
             found = (
