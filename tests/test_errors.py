@@ -615,13 +615,110 @@ def test_langchain_context_overflow_classes() -> None:
     assert classify(gemini_overflow).kind is K.CONTEXT_OVERFLOW
 
 
-def test_413_request_too_large_is_context_overflow() -> None:
-    message = (
-        "Request too large for model `llama-3.1-8b-instant` on tokens per minute (TPM): "
-        "Limit 6000, Requested 9000, please reduce your message size and try again."
+# Real error bodies, as the providers send them (PROVIDERS.md; public issue reports of each
+# provider's API). What matters to routing: may another model answer this request?
+# (sdk, status, body, kind, another model may answer)
+GROQ_413_TPM = (
+    "Request too large for model `llama-3.1-8b-instant` in organization `org_01abc` service "
+    "tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 12328, please reduce "
+    "your message size and try again. Visit https://console.groq.com/docs/rate-limits for "
+    "more information."
+)
+FAULT_MATRIX: list[tuple[str, int, dict[str, Any], K, bool]] = [
+    ("groq", 413, {"message": GROQ_413_TPM, "type": "tokens", "code": "rate_limit_exceeded"},
+     K.RATE_LIMITED, True),
+    ("groq", 400, {"message": "The model `mixtral-8x7b-32768` has been decommissioned and is "
+                   "no longer supported. Please refer to https://console.groq.com/docs/"
+                   "deprecations for a recommendation on which model to use instead.",
+                   "type": "invalid_request_error", "code": "model_decommissioned"},
+     K.BAD_REQUEST, True),
+    ("groq", 404, {"message": "The model `llama-9` does not exist or you do not have access "
+                   "to it.", "type": "invalid_request_error", "code": "model_not_found"},
+     K.BAD_REQUEST, True),
+    ("groq", 400, {"message": "context_length_exceeded: Please reduce the length of the "
+                   "messages or completion.", "type": "invalid_request_error",
+                   "code": "context_length_exceeded"},
+     K.CONTEXT_OVERFLOW, True),
+    ("openrouter", 400, {"message": "Provider returned error", "code": 400, "metadata": {
+        "raw": '{"error":{"type":"invalid_request_error","message":"Model supports at most 1 '
+               'image per prompt."}}', "provider_name": "Crucible"}},
+     K.BAD_REQUEST, True),
+    ("openrouter", 403, {"message": "Provider returned error", "code": 403, "metadata": {
+        "raw": '{"error":{"code":"unsupported_country_region_territory","message":"Country, '
+               'region, or territory not supported"}}', "provider_name": "OpenAI"}},
+     K.BAD_REQUEST, True),
+    ("openrouter", 400, {"message": "vendor/gone is not a valid model ID", "code": 400},
+     K.BAD_REQUEST, True),
+    ("openai", 400, {"message": "Unsupported parameter: 'max_tokens' is not supported with "
+                     "this model. Use 'max_completion_tokens' instead.",
+                     "type": "invalid_request_error", "param": "max_tokens",
+                     "code": "unsupported_parameter"},
+     K.BAD_REQUEST, True),
+    ("openai", 400, {"message": "Unsupported value: 'temperature' does not support 0.2 with "
+                     "this model. Only the default (1) value is supported.",
+                     "type": "invalid_request_error", "param": "temperature",
+                     "code": "unsupported_value"},
+     K.BAD_REQUEST, True),
+    ("mistral", 400, {"object": "error", "message": "Invalid model: mistral-tiny-2312",
+                      "type": "invalid_model", "param": None, "code": "1500"},
+     K.BAD_REQUEST, True),
+    ("huggingface", 400, {"message": "The requested model 'org/model' is not supported by any "
+                          "provider you have enabled.", "type": "invalid_request_error",
+                          "code": "model_not_supported"},
+     K.BAD_REQUEST, True),
+    # Requests every model rejects: these stop the route.
+    ("openai", 400, {"message": "Invalid value for 'temperature': must be between 0 and 2.",
+                     "type": "invalid_request_error", "param": "temperature", "code": None},
+     K.BAD_REQUEST, False),
+    ("groq", 400, {"message": "'messages' must contain at least one message",
+                   "type": "invalid_request_error", "code": None},
+     K.BAD_REQUEST, False),
+    ("openrouter", 400, {"message": "Input required: specify \"prompt\" or \"messages\"",
+                         "code": 400},
+     K.BAD_REQUEST, False),
+]
+
+
+def _matrix_error(sdk: str, status: int, body: dict[str, Any]) -> BaseException:
+    message = str(body["message"])
+    if sdk == "groq":
+        response = httpx.Response(
+            status, headers={}, request=httpx.Request("POST", GROQ_URL)
+        )
+        return groq.APIStatusError(
+            f"Error code: {status} - {{'error': {body}}}", response=response, body=body
+        )
+    cls = {400: openai.BadRequestError, 403: openai.PermissionDeniedError,
+           404: openai.NotFoundError}.get(status, openai.APIStatusError)
+    return wrapped_openai(openai_error(cls, status, message, body=body))
+
+
+def _may_fall_back(failure: Failure) -> bool:
+    """What the router does with it: only a plain bad request stops the route."""
+    return failure.kind is not K.BAD_REQUEST or failure.capability_mismatch
+
+
+@pytest.mark.parametrize(
+    ("sdk", "status", "body", "kind", "falls_back"),
+    FAULT_MATRIX,
+    ids=[f"{row[0]}-{row[1]}-{i}" for i, row in enumerate(FAULT_MATRIX)],
+)
+def test_fault_matrix_of_real_error_bodies(
+    sdk: str, status: int, body: dict[str, Any], kind: K, falls_back: bool
+) -> None:
+    failure = classify(_matrix_error(sdk, status, body))
+    assert (failure.kind, failure.status) == (kind, status)
+    assert _may_fall_back(failure) is falls_back
+
+
+def test_413_tpm_is_a_rate_limit_not_a_context_overflow() -> None:
+    """Issue 14: a 30-token prompt must not lose every smaller-window fallback."""
+    failure = classify(
+        groq_error(groq.APIStatusError, 413, GROQ_413_TPM, code="rate_limit_exceeded")
     )
-    failure = classify(groq_error(groq.APIStatusError, 413, message, code="rate_limit_exceeded"))
-    assert (failure.kind, failure.status) == (K.CONTEXT_OVERFLOW, 413)
+    assert (failure.kind, failure.status) == (K.RATE_LIMITED, 413)
+    daily = GROQ_413_TPM.replace("tokens per minute (TPM)", "tokens per day (TPD)")
+    assert classify(groq_error(groq.APIStatusError, 413, daily)).kind is K.QUOTA_EXHAUSTED
 
 
 CAPABILITY_MESSAGES = [

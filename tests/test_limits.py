@@ -491,10 +491,19 @@ async def test_asyncio_tasks_get_exactly_n_permits(clock: Clock) -> None:
 
 
 def board_with(
-    clock: Clock, *, base_cooldown: float = 5.0, max_cooldown: float = 300.0, window: float = 60.0
+    clock: Clock,
+    *,
+    base_cooldown: float = 5.0,
+    max_cooldown: float = 300.0,
+    window: float = 60.0,
+    half_open_calls: int = 1,
 ) -> HealthBoard:
     return HealthBoard(
-        clock=clock, base_cooldown=base_cooldown, max_cooldown=max_cooldown, window=window
+        clock=clock,
+        base_cooldown=base_cooldown,
+        max_cooldown=max_cooldown,
+        window=window,
+        half_open_calls=half_open_calls,
     )
 
 
@@ -514,17 +523,59 @@ def test_trips_after_threshold(clock: Clock) -> None:
     assert board.allow("other")
 
 
-def test_success_or_a_quiet_window_resets_the_streak(clock: Clock) -> None:
+def test_successes_or_a_quiet_window_keep_it_closed(clock: Clock) -> None:
     board = board_with(clock, window=60.0)
     trip(board, times=2)
-    board.record_success("m")
+    for _ in range(5):
+        board.record_success("m")
+    trip(board, times=2)  # 4 failures in 9 calls: under half
+    assert board.state("m") == "closed"
+    clock.advance(61)  # all of it too old to count
     trip(board, times=2)
     assert board.state("m") == "closed"
-    clock.advance(61)  # the two failures are too old to count
-    board.record_failure("m", "timeout")
+    board.record_success("m")
+    assert board.record_failure("m", "timeout") == "open"  # 3 of 4 calls failed
+
+
+def test_failure_rate_below_the_threshold_never_trips(clock: Clock) -> None:
+    board = board_with(clock)
+    for i in range(1000):  # one call in ten fails, three in a row after a few successes
+        assert board.allow("m")
+        clock.advance(0.05)
+        if i % 30 in (15, 16, 17):
+            board.record_failure("m", "unavailable")
+        else:
+            board.record_success("m")
     assert board.state("m") == "closed"
-    board.record_failure("m", "timeout")
-    assert board.record_failure("m", "timeout") == "open"
+
+
+def test_a_burst_of_concurrent_failures_is_one_signal(clock: Clock) -> None:
+    """100 calls in flight, the 10 that fail answer first (issue 14): still closed."""
+    board = board_with(clock)
+    for _wave in range(2):
+        assert all(board.allow("m") for _ in range(100))
+        for _ in range(10):
+            assert board.record_failure("m", "unavailable") == "closed"
+        for _ in range(90):
+            board.record_success("m")
+        clock.advance(0.5)
+    assert board.state("m") == "closed"
+
+
+def test_a_dead_model_under_concurrency_trips_once(clock: Clock) -> None:
+    board = board_with(clock, base_cooldown=5.0)
+    assert all(board.allow("m") for _ in range(100))
+    states = [board.record_failure("m", "unavailable") for _ in range(100)]
+    assert states.count("closed") == 49 and states[49] == "open"  # half of 100 started
+    clock.advance(5)
+    assert board.state("m") == "half_open"  # one trip: the base cooldown, not 2**n of it
+
+
+def test_a_dead_model_called_one_at_a_time_trips_at_the_threshold(clock: Clock) -> None:
+    board = board_with(clock)
+    for expected in ("closed", "closed", "open"):
+        assert board.allow("m")
+        assert board.record_failure("m", "timeout") == expected
 
 
 @pytest.mark.parametrize("kind", ["invalid_output", "rate_limited", "bad_request", "auth"])
@@ -560,19 +611,31 @@ def test_failures_while_open_do_not_extend_the_cooldown(clock: Clock) -> None:
     assert board.state("m") == "half_open"
 
 
-def test_half_open_hands_out_exactly_one_probe(clock: Clock) -> None:
-    board = board_with(clock, base_cooldown=5.0)
+def test_half_open_admits_a_bounded_trickle(clock: Clock) -> None:
+    board = HealthBoard(clock=clock, base_cooldown=5.0)  # the default trickle: 3
     trip(board)
     clock.advance(5)
     assert board.state("m") == "half_open"
-    assert board.allow("m")
-    assert not board.allow("m")
-    assert not board.allow("m")
+    assert [board.allow("m") for _ in range(5)] == [True] * 3 + [False] * 2
+    board.record_success("m")
+    assert board.state("m") == "closed"
+    assert all(board.allow("m") for _ in range(10))
 
 
-def test_concurrent_allow_in_half_open_gives_one_true(clock: Clock) -> None:
+def test_last_resort_is_the_least_recently_failed(clock: Clock) -> None:
+    board = board_with(clock, base_cooldown=30.0)
+    trip(board, "a")
+    clock.advance(1)
+    trip(board, "b")
+    assert board.last_resort(["b", "a"]) == "a"
+    assert board.last_resort(["b"]) == "b"
+    assert board.last_resort(["healthy"]) is None
+
+
+@pytest.mark.parametrize("trickle", [1, 3])
+def test_concurrent_allow_in_half_open_gives_the_trickle(clock: Clock, trickle: int) -> None:
     for _ in range(10):
-        board = board_with(clock, base_cooldown=5.0)
+        board = board_with(clock, base_cooldown=5.0, half_open_calls=trickle)
         trip(board)
         clock.advance(5)
         barrier = threading.Barrier(8)
@@ -589,7 +652,7 @@ def test_concurrent_allow_in_half_open_gives_one_true(clock: Clock) -> None:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(answers) == [False] * 7 + [True]
+        assert sorted(answers) == [False] * (8 - trickle) + [True] * trickle
 
 
 def test_probe_success_closes_and_resets_growth(clock: Clock) -> None:
@@ -616,7 +679,7 @@ def test_success_while_open_is_ignored(clock: Clock) -> None:
 
 
 def test_lost_probe_is_reissued_after_probe_timeout(clock: Clock) -> None:
-    board = HealthBoard(clock=clock, base_cooldown=5.0, probe_timeout=30.0)
+    board = HealthBoard(clock=clock, base_cooldown=5.0, probe_timeout=30.0, half_open_calls=1)
     trip(board)
     clock.advance(5)
     assert board.allow("m")
@@ -665,7 +728,7 @@ def test_snapshot_marks_cooling_models_with_live_reasons(clock: Clock) -> None:
     assert board.allow("groq/a")
     probing = board.snapshot(BASE, PROVIDERS)
     assert probing.cooling == {"groq/a"}
-    assert probing.reasons["groq/a"].startswith("recovering: one probe call in flight")
+    assert probing.reasons["groq/a"].startswith("recovering: 1 probe call in flight")
     board.record_failure("groq/a", "unavailable")
     reopened = board.snapshot(BASE, PROVIDERS)
     assert reopened.reasons["groq/a"] == (

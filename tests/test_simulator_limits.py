@@ -254,3 +254,86 @@ def test_limiter_rejects_nonsense() -> None:
         ModelLimiter()
     with pytest.raises(ValueError):
         ModelLimiter(rpm=1, window_scale=0)
+
+
+# ---------------------------------------------------- headers of successful responses
+
+
+class Watcher:
+    """A bound method to watch a factory's headers with (held weakly by the factory)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def observe(self, key: str, headers: Any) -> None:
+        self.seen.append((key, dict(headers)))
+
+
+@pytest.mark.parametrize("name", ["openai", "groq"])
+@pytest.mark.parametrize("driver", ["invoke", "ainvoke", "stream"])
+def test_success_headers_reach_the_watchers(
+    sim: Simulator, clock: FakeClock, name: str, driver: str
+) -> None:
+    import asyncio
+
+    spec = SPECS[name]
+    sim.limit(spec, rpm=5)
+    factory = ProviderFactory(sim.settings())
+    watcher = Watcher()
+    factory.watch_headers(watcher.observe)
+
+    async def ask() -> Any:
+        return await factory.chat_model(spec).ainvoke("hi")
+
+    if driver == "ainvoke":
+        message = asyncio.run(ask())
+    elif driver == "stream":
+        message = None
+        for chunk in factory.chat_model(spec).stream("hi"):
+            message = chunk if message is None else message + chunk
+    else:
+        message = factory.chat_model(spec).invoke("hi")
+    assert message is not None
+    [(key, headers)] = watcher.seen
+    assert key == spec.key
+    assert headers["x-ratelimit-remaining-requests"] == "4"
+    assert headers["x-ratelimit-limit-requests"] == "5"
+    assert all(k.startswith(("x-ratelimit-", "retry-after")) for k in headers)
+    # the headers are read off the wire, never added to what the model returned
+    assert "headers" not in message.response_metadata
+
+
+def test_router_limiter_learns_from_successful_responses(sim: Simulator, clock: FakeClock) -> None:
+    """The catalog knows no limit; the provider's headers on a 200 teach it (issue 13)."""
+    from tierwise.catalog.specs import Catalog, TaskType
+    from tierwise.guards.limits import RateLimiter
+    from tierwise.routing.router import ModelRouter
+    from tierwise.routing.selector import Snapshot
+
+    spec = SPECS["groq"]
+    catalog = Catalog.from_mapping(
+        {
+            "models": {
+                spec.key: {"provider": "groq", "model": spec.model, "tier": "free",
+                           "context_window": 8192},
+            },
+            "chains": {op.value: {"free": [spec.key]} for op in TaskType},
+        }
+    )
+    settings = sim.settings()
+    import dataclasses
+
+    settings = sim.settings(dataclasses.replace(settings, catalog=catalog))
+    sim.limit(spec, rpm=2, tpm=100_000)
+    limiter = RateLimiter(clock=clock)
+    router = ModelRouter(
+        settings, snapshot=Snapshot.everything(catalog), limiter=limiter, ledger=None
+    )
+    assert limiter.usage(spec.key).limits.rpm is None
+    router.invoke("rewriting", "make this clearer: do the thing")
+    learned = limiter.usage(spec.key).limits
+    assert (learned.rpm, learned.tpm) == (2, 100_000)
+    router.invoke("rewriting", "make this clearer: do the thing")
+    # remaining-requests 0 on the second 200: the third call is refused locally, not sent
+    assert limiter.wait_time(spec.key) > 0
+    assert len(sim.requests_for(spec)) == 2

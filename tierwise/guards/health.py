@@ -68,33 +68,73 @@ def _count_words(kinds: Sequence[str]) -> str:
 class _Circuit:
     """One model's breaker; ``trips == 0`` means closed."""
 
-    __slots__ = ("cause", "cooldown", "failures", "open_until", "probe_at", "trips")
+    __slots__ = (
+        "buckets",
+        "cause",
+        "cooldown",
+        "failures",
+        "last_failure",
+        "open_until",
+        "probes",
+        "trips",
+    )
 
     def __init__(self) -> None:
         self.failures: deque[tuple[float, str]] = deque()
+        # Call volume in coarse time buckets: [bucket start, calls started, successes].
+        self.buckets: deque[list[float]] = deque()
         self.trips = 0
         self.cooldown = 0.0
         self.open_until = -math.inf
-        self.probe_at: float | None = None
+        self.probes: deque[float] = deque()
         self.cause = ""
+        self.last_failure = -math.inf
+
+    def prune(self, now: float, window: float) -> None:
+        cut = now - window
+        fails = self.failures
+        while fails and fails[0][0] <= cut:
+            fails.popleft()
+        buckets = self.buckets
+        while buckets and buckets[0][0] <= cut:
+            buckets.popleft()
+
+    def count(self, now: float, width: float, slot: int) -> None:
+        """Add one to ``slot`` (1: a call started, 2: a success) of the current bucket."""
+        buckets = self.buckets
+        if not buckets or now - buckets[-1][0] >= width:
+            buckets.append([now, 0.0, 0.0])
+        buckets[-1][slot] += 1
+
+    def volume(self) -> float:
+        """Calls in the window: those started, or at least those that reported back."""
+        started = sum(b[1] for b in self.buckets)
+        reported = sum(b[2] for b in self.buckets) + len(self.failures)
+        return max(started, reported)
 
 
 class HealthBoard:
     """A circuit breaker per model key and a kill switch per provider.
 
-    Tripping rule: ``failure_threshold`` *consecutive* counting failures (kinds in
-    ``counting``, by default ``unavailable`` and ``timeout``), all within ``window``
-    seconds. Consecutive, so a busy model that fails 1 call in 300 never trips; within a
-    window, so three timeouts spread over a quiet afternoon do not either. Other kinds
-    (``invalid_output``, ``rate_limited``, ...) are the limiter's or the validator's
-    business and neither count nor reset the streak.
+    Tripping rule: over the last ``window`` seconds, at least ``failure_threshold``
+    counting failures (kinds in ``counting``, by default ``unavailable`` and ``timeout``)
+    *and* a failure rate of at least ``failure_rate`` of the calls. The rate's denominator
+    is the calls *started* in the window (each :meth:`allow`), not only those that
+    reported: concurrent errors come back before the concurrent successes, so a burst
+    of 503s among 100 calls in flight is 10 failures out of 100, one signal, not a
+    streak. So a busy model failing 1 call in 10 never trips, a dead one trips after
+    ``failure_threshold`` calls, and three timeouts spread over a quiet afternoon do
+    not count together. Other kinds (``invalid_output``, ``rate_limited``, ...) are the
+    limiter's or the validator's business and are neither failures nor successes here.
 
     A tripped model is *open* for ``base_cooldown * 2**(trips - 1)`` seconds, capped at
-    ``max_cooldown``, then *half-open*: :meth:`allow` hands exactly one probe ticket out
-    (a ticket unreported after ``probe_timeout`` is handed out again, so a lost probe
-    cannot strand a model). A success closes the circuit and forgets the trips; a counting
-    failure re-opens it for the next, longer cooldown. Outcomes arriving while the circuit
-    is open come from calls started before it tripped and are ignored.
+    ``max_cooldown``, then *half-open*: :meth:`allow` admits a trickle of at most
+    ``half_open_calls`` probes at a time (a probe unreported after ``probe_timeout`` frees
+    its place, so a lost probe cannot strand a model). A success closes the circuit and
+    forgets the trips; a counting failure re-opens it for the next, longer cooldown.
+    Outcomes arriving while the circuit is open come from calls started before it tripped
+    and are ignored. When every candidate is cooling, :meth:`last_resort` names the one
+    that failed least recently, for one attempt rather than none.
     """
 
     def __init__(
@@ -105,17 +145,26 @@ class HealthBoard:
         max_cooldown: float = 300.0,
         window: float = 60.0,
         *,
+        failure_rate: float = 0.5,
+        half_open_calls: int = 3,
         probe_timeout: float = 60.0,
         counting: frozenset[str] = frozenset({"unavailable", "timeout"}),
     ) -> None:
         """Configure the breaker; see the class docstring for the rules."""
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
+        if not 0.0 < failure_rate <= 1.0:
+            raise ValueError("failure_rate must be in (0, 1]")
+        if half_open_calls < 1:
+            raise ValueError("half_open_calls must be at least 1")
         self._clock = clock
         self._threshold = failure_threshold
+        self._rate = failure_rate
+        self._trickle = half_open_calls
         self._base = base_cooldown
         self._max = max_cooldown
         self._window = window
+        self._width = window / 12  # volume bucket: the window's edge is this coarse
         self._probe_timeout = probe_timeout
         self._counting = counting
         self._lock = threading.Lock()
@@ -126,17 +175,25 @@ class HealthBoard:
 
     # ----------------------------------------------------------------- outcomes
 
-    def record_success(self, key: str) -> None:
-        """A call to ``key`` answered: end a failure streak, or close a half-open circuit."""
+    def _circuit(self, key: str) -> _Circuit:
         c = self._circuits.get(key)
-        if c is None or (not c.trips and not c.failures):
-            return
+        if c is None:
+            c = self._circuits[key] = _Circuit()
+        return c
+
+    def record_success(self, key: str) -> None:
+        """A call to ``key`` answered: it counts in the volume, or closes a half-open circuit."""
         with self._lock:
+            now = self._clock()
+            c = self._circuit(key)
             if not c.trips:
+                c.prune(now, self._window)
+                c.count(now, self._width, 2)
+            elif now >= c.open_until:
+                c.trips, c.cause = 0, ""
+                c.probes.clear()
                 c.failures.clear()
-            elif self._clock() >= c.open_until:
-                c.trips, c.probe_at, c.cause = 0, None, ""
-                c.failures.clear()
+                c.buckets.clear()
                 self._version += 1
 
     def record_failure(self, key: str, kind: str) -> CircuitState:
@@ -145,25 +202,31 @@ class HealthBoard:
             now = self._clock()
             c = self._circuits.get(key)
             if kind not in self._counting:
-                if c is not None and c.trips and c.probe_at is not None:
-                    c.probe_at = None  # the probe reached the model; let another one try
+                if c is not None and c.trips and c.probes:
+                    c.probes.popleft()  # the probe reached the model; let another one try
                     self._version += 1
                 return self._state(c, now)
             if c is None:
-                c = self._circuits[key] = _Circuit()
+                c = self._circuit(key)
             if c.trips:
                 if now < c.open_until:
                     return "open"
+                c.last_failure = now
                 self._trip(c, now, f"a failed recovery probe ({kind})")
                 return "open"
+            c.last_failure = now
+            c.prune(now, self._window)
             fails = c.failures
-            cut = now - self._window
-            while fails and fails[0][0] <= cut:
-                fails.popleft()
             fails.append((now, kind))
-            if len(fails) >= self._threshold:
-                self._trip(c, now, _count_words([k for _, k in fails]))
+            failed = len(fails)
+            volume = c.volume()
+            if failed >= self._threshold and failed >= self._rate * volume:
+                words = _count_words([k for _, k in fails])
+                if volume > failed:
+                    words += f" in {volume:.0f} calls"
+                self._trip(c, now, words)
                 fails.clear()
+                c.buckets.clear()
                 return "open"
             return "closed"
 
@@ -171,26 +234,45 @@ class HealthBoard:
         c.trips += 1
         c.cooldown = min(self._base * 2 ** (c.trips - 1), self._max)
         c.open_until = now + c.cooldown
-        c.probe_at = None
+        c.probes.clear()
         c.cause = cause
         self._version += 1
 
     def allow(self, key: str) -> bool:
-        """Whether a call to ``key`` may go ahead; in half-open state, one caller only."""
-        c = self._circuits.get(key)
-        if c is None or not c.trips:
-            return True
+        """Whether a call to ``key`` may go ahead (counted as started); half-open: a trickle."""
         with self._lock:
-            if not c.trips:
-                return True
             now = self._clock()
+            c = self._circuit(key)
+            if not c.trips:
+                c.prune(now, self._window)
+                c.count(now, self._width, 1)
+                return True
             if now < c.open_until:
                 return False
-            if c.probe_at is not None and now - c.probe_at < self._probe_timeout:
+            probes = c.probes
+            while probes and now - probes[0] >= self._probe_timeout:
+                probes.popleft()
+            if len(probes) >= self._trickle:
                 return False
-            c.probe_at = now
-            self._version += 1
+            probes.append(now)
+            if len(probes) == self._trickle:
+                self._version += 1  # no place left: the snapshot shows it cooling
             return True
+
+    def last_resort(self, keys: Sequence[str]) -> str | None:
+        """Of ``keys``, all refused by their breakers, the one that failed least recently.
+
+        The router calls it when no candidate may be called at all: one attempt on the
+        model most likely to have recovered beats failing outright. The attempt is let
+        through whatever the circuit says, and its outcome is recorded as usual.
+        """
+        with self._lock:
+            cooling = [
+                (c.last_failure, i, key)
+                for i, key in enumerate(keys)
+                if (c := self._circuits.get(key)) is not None and c.trips
+            ]
+        return min(cooling)[2] if cooling else None
 
     def state(self, key: str) -> CircuitState:
         """``key``'s circuit right now."""
@@ -256,9 +338,9 @@ class HealthBoard:
                 if now < c.open_until:
                     cooling.add(key)
                     valid_until = min(valid_until, c.open_until)
-                elif c.probe_at is not None and now - c.probe_at < self._probe_timeout:
+                elif len(c.probes) >= self._trickle and now - c.probes[0] < self._probe_timeout:
                     cooling.add(key)
-                    valid_until = min(valid_until, c.probe_at + self._probe_timeout)
+                    valid_until = min(valid_until, c.probes[0] + self._probe_timeout)
             removed = (
                 frozenset(key for key in base.available if provider_of.get(key) in self._disabled)
                 if self._disabled
@@ -289,7 +371,9 @@ class HealthBoard:
             trips = f"; trip {c.trips}, cooldown {c.cooldown:g} s" if c.trips > 1 else ""
             if now < c.open_until:
                 return f"cooling down {c.open_until - now:.1f} s more after {c.cause}{trips}"
-            return f"recovering: one probe call in flight after {c.cause}{trips}"
+            calls = len(c.probes)
+            probes = f"{calls} probe call{'s' if calls != 1 else ''} in flight"
+            return f"recovering: {probes} after {c.cause}{trips}"
 
 
 def _same(a: Marked, b: Marked) -> bool:

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -60,6 +60,7 @@ class ProviderFactory:
     def __init__(self, settings: Settings) -> None:
         """Use ``settings`` for endpoints, timeouts and keys."""
         self.settings = settings
+        self._watchers: list[Callable[[], Callable[[str, Mapping[str, str]], None] | None]] = []
         self._cache: dict[str, BaseChatModel] = {}
         self._per_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, BaseChatModel]
@@ -83,6 +84,50 @@ class ProviderFactory:
                 if model is None:
                     model = cache[spec.key] = self._build(spec, own_async_pool=loop is not None)
         return model
+
+    def watch_headers(self, callback: Callable[[str, Mapping[str, str]], None]) -> None:
+        """Call ``callback(model key, headers)`` with the rate-limit headers of every response.
+
+        Successful responses carry ``x-ratelimit-*`` too (OpenAI, Groq, OpenRouter), and
+        they are the only way to learn that another process shares the key before a 429
+        says so. The headers are read by an httpx response hook on the OpenAI-compatible
+        and Groq clients (Gemini and Ollama send none), so they never reach the message,
+        the callbacks or the checkpoints; only ``x-ratelimit-*`` / ``retry-after*`` are
+        passed on. ``callback`` is a bound method (a limiter's ``observe_headers``), held
+        weakly so a factory shared by many routers does not keep their limiters alive.
+        """
+        try:
+            self._watchers.append(weakref.WeakMethod(callback))
+        except TypeError:  # a plain function: held strongly
+            self._watchers.append(lambda: callback)
+
+    def _observe(self, key: str, raw: Mapping[str, str]) -> None:
+        headers = {
+            name: value
+            for k, value in raw.items()
+            if (name := k.lower()).startswith(("x-ratelimit-", "retry-after"))
+        }
+        if not headers:
+            return
+        for ref in self._watchers:
+            callback = ref()
+            if callback is None:
+                continue
+            try:
+                callback(key, headers)
+            except Exception:  # noqa: BLE001, S112 - a watcher must never fail a model call
+                continue
+
+    def _hooks(self, key: str) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """The httpx event hooks (sync, async) passing ``key``'s response headers to watchers."""
+
+        def on_response(response: Any) -> None:
+            self._observe(key, response.headers)
+
+        async def on_response_async(response: Any) -> None:
+            self._observe(key, response.headers)
+
+        return {"response": [on_response]}, {"response": [on_response_async]}
 
     def _build(self, spec: ModelSpec, *, own_async_pool: bool = False) -> BaseChatModel:
         settings = self.settings
@@ -113,10 +158,14 @@ class ProviderFactory:
                 max_retries=1,  # the SDK's minimum: one attempt, no retry
                 timeout=timeout,
             )
+        sync_hooks, async_hooks = self._hooks(spec.key)
         if provider is Provider.GROQ:
+            import groq
             from langchain_groq import ChatGroq
 
             return ChatGroq(
+                http_client=groq.DefaultHttpxClient(event_hooks=sync_hooks),
+                http_async_client=groq.DefaultAsyncHttpxClient(event_hooks=async_hooks),
                 model_name=spec.model,  # the field behind the `model` alias (typed for mypy)
                 api_key=key,
                 base_url=base_url,
@@ -127,8 +176,13 @@ class ProviderFactory:
             import openai
             from langchain_openai import ChatOpenAI
 
-            # langchain-openai shares one async pool per (base URL, timeout) process-wide.
-            pool = {"http_async_client": openai.DefaultAsyncHttpxClient()} if own_async_pool else {}
+            # A client for a running loop gets its own async pool (pools belong to their
+            # loop); each pool carries the response hook that reads rate-limit headers.
+            pool: dict[str, Any] = (
+                {"http_async_client": openai.DefaultAsyncHttpxClient(event_hooks=async_hooks)}
+                if own_async_pool
+                else {"http_client": openai.DefaultHttpxClient(event_hooks=sync_hooks)}
+            )
             return ChatOpenAI(
                 **pool,
                 model=spec.model,

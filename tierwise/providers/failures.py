@@ -38,13 +38,19 @@ HTTP 429                            ``rate_limited``; ``quota_exhausted`` when t
                                     ``free-models-per-day``) or ``insufficient_quota``
 HTTP 402                            ``quota_exhausted`` (no credit left)
 HTTP 401 / 403                      ``auth``
-HTTP 413                            ``context_overflow``
+HTTP 413                            ``context_overflow``; ``rate_limited`` when the text
+                                    names a rate window (Groq's 413 "Request too large
+                                    ... tokens per minute (TPM)")
 HTTP 408                            ``timeout``
 HTTP 400 / 404 / 422 / other 4xx    ``bad_request``, or ``context_overflow`` for a
                                     prompt-too-long message, or ``auth`` for an invalid
                                     API key (Gemini answers those with 400);
-                                    ``capability_mismatch`` for "does not support
-                                    tools / json_schema / images ..." and for every 404
+                                    ``capability_mismatch`` (another model may answer) for
+                                    "does not support tools / json_schema / images ...",
+                                    every 404 and model-level rejections: a retired model
+                                    (Groq ``model_decommissioned``), an upstream refusal
+                                    (OpenRouter "Provider returned error", also on 403),
+                                    a parameter or value unsupported *by this model*
 HTTP 5xx; Ollama ``status_code=-1`` ``unavailable``
 LangChain ``Model*Error`` or SDK    its meaning: rate-limited, auth, bad request, or
 ``APIError`` with no status in the  ``unavailable`` for a mid-stream error event
@@ -306,7 +312,19 @@ _CAPABILITY_RE: Final = re.compile(
     # the request itself is fine, so another model may answer it.
     r"|model[^\n]{0,80}?(?:not found|does not exist|is not supported for)|model_not_found"
     r"|user location is not supported"
+    # Model-level rejections: the model is retired, its upstream provider refused, or a
+    # parameter or value is not accepted *by this model*. Another model may well answer.
+    r"|decommissioned|no longer (?:supported|available)|model[^\n]{0,40}?deprecated"
+    r"|provider returned error|upstream provider"
+    r"|unsupported[ _](?:parameter|value)|(?:with|for|by) this model"
+    r"|not a valid model|invalid[ _]model|model_not_supported|not a chat model|unknown model"
+    r"|not supported by (?:any|the) provider"
 )
+_RATE_WINDOW_RE: Final = re.compile(
+    r"rate[ _]limit[ _](?:exceeded|reached)|per[ _-]?(?:min(?:ute)?|day)\b|\b[tr]p[md]\b"
+)
+"""A rejection that is about a rate window, whatever its status (Groq's 413 TPM)."""
+_RATE_WINDOW_NEEDLES: Final = ("rate", "per", "tpm", "rpm", "tpd", "rpd")
 _AUTH_TEXT_RE: Final = re.compile(
     r"api[ _-]?key[^\n]{0,40}?(?:not valid|invalid|expired|must be set|not set|missing"
     r"|not provided|not found)|(?:invalid|incorrect|missing)[ _-]api[ _-]?key|api_key_invalid"
@@ -440,6 +458,10 @@ def _says_context_overflow(text: str) -> bool:
     return _has(text, _CONTEXT_NEEDLES) and _CONTEXT_RE.search(text) is not None
 
 
+def _says_rate_window(text: str) -> bool:
+    return _has(text, _RATE_WINDOW_NEEDLES) and _RATE_WINDOW_RE.search(text) is not None
+
+
 def _says_bad_key(text: str) -> bool:
     return _has(text, _AUTH_NEEDLES) and _AUTH_TEXT_RE.search(text) is not None
 
@@ -448,6 +470,15 @@ def _refine(kind: FailureKind, source: str, evidence: Evidence, text: str) -> Fa
     """Sharpen a kind with what the message and body say; a declared kind stays as is."""
     if source == _DECLARED:
         return kind
+    if kind in (_CO, _BR) and _says_rate_window(text):
+        # Groq answers a request larger than the tokens-per-minute window with 413
+        # "Request too large ... on tokens per minute (TPM)", code rate_limit_exceeded:
+        # a model with a larger window (or the same one later) can take it.
+        kind = _RL
+    if kind is _AU and "provider returned error" in text:
+        # OpenRouter relays an upstream provider's 401/403 (a region it refuses): the
+        # key is fine, this model's upstream is not.
+        kind = _BR
     if kind is _RL:
         return FailureKind.QUOTA_EXHAUSTED if _is_daily(evidence, text) else kind
     if kind is _BR:

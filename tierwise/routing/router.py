@@ -175,6 +175,8 @@ class ModelRouter:
         self.factory = factory if factory is not None else ProviderFactory(self.settings)
         self.selector = Selector(self.settings.catalog)
         self.limiter = limiter if limiter is not None else shared_limiter(self.settings)
+        # Successful responses' x-ratelimit-* headers feed the limiter too.
+        self.factory.watch_headers(self.limiter.observe_headers)
         self.health = health if health is not None else HealthBoard()
         for spec in self.settings.catalog:
             self.limiter.configure(spec.key, spec.limits)
