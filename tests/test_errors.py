@@ -34,13 +34,13 @@ from langchain_core import exceptions as lc
 from langchain_google_genai import chat_models as google_chat
 from langchain_openai.chat_models import base as openai_chat
 
+from tierwise.catalog.secrets import redact_secrets
 from tierwise.providers.failures import (
     Failure,
     FailureKind,
     InvalidOutput,
     classify,
 )
-from tierwise.providers.redaction import redact_secrets
 
 K = FailureKind
 CANARY = "sk-canary-XYZ0123456789abcdefCANARY"

@@ -794,3 +794,83 @@ def test_snapshot_drives_the_selector(clock: Clock) -> None:
     reasons = {e.spec.key: e.reason for e in explained.excluded}
     assert reasons[primary.key].startswith("cooling down")
     assert reasons[chain[1].key].endswith("disabled until the key changes")
+
+
+# ----------------------------------------- the breaker under concurrent faults (issue 14)
+
+
+def _one_model_router(simulator: object, **kwargs: object) -> tuple[object, object]:
+    import dataclasses
+
+    from tierwise.catalog.specs import Catalog, TaskType
+    from tierwise.routing.router import ModelRouter
+    from tierwise.testing import Simulator
+
+    assert isinstance(simulator, Simulator)
+    catalog = Catalog.from_mapping({
+        "models": {"only": {"provider": "openai", "model": "breaker-only", "tier": "free",
+                            "context_window": 32_768}},
+        "chains": {op.value: {"free": ["only"]} for op in TaskType},
+    })
+    settings = simulator.settings(dataclasses.replace(simulator.settings(), catalog=catalog))
+    router = ModelRouter(
+        settings, policy=Policy(mode="free_first", max_tier="free"),
+        snapshot=Snapshot.everything(catalog), ledger=None, **kwargs,  # type: ignore[arg-type]
+    )
+    return router, catalog.spec("only")
+
+
+def test_a_burst_of_503s_in_flight_neither_trips_nor_loses_calls(simulator: object) -> None:
+    """100 concurrent calls, the first 10 answered 503 at once (before the 90 successes),
+    then a second wave: every call answered, the breaker closed, 10 jittered retries."""
+    from tierwise.routing.router import ModelRouter
+    from tierwise.testing import Fault, Reply, Simulator
+
+    assert isinstance(simulator, Simulator)
+    router, spec = _one_model_router(simulator)
+    assert isinstance(router, ModelRouter)
+    simulator.script(spec, Reply.default(), first_byte=0.05)  # successes take a while
+    simulator.script(spec, Fault.server_error(503), times=10)  # newer: the first 10 fail fast
+
+    async def wave() -> list[object]:
+        return await asyncio.gather(
+            *(router.ainvoke("rewriting", f"request {i}") for i in range(100))
+        )
+
+    async def waves() -> tuple[list[object], list[object]]:
+        first = await wave()
+        await asyncio.sleep(0.5)
+        return first, await wave()
+
+    first, second = asyncio.run(waves())
+    assert len(first) == len(second) == 100
+    assert router.health.state("only") == "closed"
+    retried = [r for r in first if len(r.attempts) == 2]  # type: ignore[attr-defined]
+    assert len(retried) == 10
+    assert all(r.attempts[0].failure is not None for r in retried)  # type: ignore[attr-defined]
+    assert all(len(r.attempts) == 1 for r in second)  # type: ignore[attr-defined]
+    assert len(simulator.requests_for(spec)) == 210
+
+
+def test_when_every_candidate_is_cooling_one_last_resort_attempt_is_made(
+    simulator: object,
+) -> None:
+    from tierwise.routing.results import NoModelAvailable
+    from tierwise.routing.router import ModelRouter
+    from tierwise.testing import Fault, Reply, Simulator
+
+    assert isinstance(simulator, Simulator)
+    clock = Clock()
+    router, spec = _one_model_router(
+        simulator, health=HealthBoard(clock=clock, base_cooldown=30.0)
+    )
+    assert isinstance(router, ModelRouter)
+    simulator.script(spec, Fault.server_error(503), times=6)
+    for _ in range(3):  # each call: the attempt and its one retry fail
+        with pytest.raises(NoModelAvailable):
+            router.invoke("rewriting", "hello")
+    assert router.health.state("only") == "open"
+    simulator.script(spec, Reply.text("recovered"))
+    result = router.invoke("rewriting", "hello")  # cooling: no candidate but the last resort
+    assert result.message.content == "recovered"
+    assert [a.sent for a in result.attempts] == [True]

@@ -238,3 +238,147 @@ def test_redact_without_keys_is_the_identity(monkeypatch: pytest.MonkeyPatch) ->
     creds = Credentials(_env_file=None)
     assert creds.secrets() == ()
     assert creds.redact("plain text") == "plain text"
+
+
+# ------------------------------------------------- callbacks and tracers (issue 14)
+
+CALLBACK_PROVIDERS = {
+    "openrouter": "openrouter",
+    "groq": "groq",
+    "gemini": "gemini",
+    "mistral": "mistral",
+    "huggingface": "huggingface",
+    "openai": "openai",
+}
+
+
+class _Recorder:
+    """A callback handler that keeps the text of every event, errors with their traceback."""
+
+    def __init__(self) -> None:
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        texts: list[str] = []
+        self.texts = texts
+        self.errors = 0
+
+        def keep(*args: object, **kwargs: object) -> None:
+            import traceback
+
+            for value in (*args, *kwargs.values()):
+                texts.append(repr(value))
+                if isinstance(value, BaseException):
+                    texts.append(str(value))
+                    texts.append("".join(traceback.format_exception(value)))
+
+        recorder = self
+
+        class Handler(BaseCallbackHandler):
+            def on_chat_model_start(self, *args: object, **kwargs: object) -> None:
+                keep(*args, **kwargs)
+
+            def on_llm_end(self, *args: object, **kwargs: object) -> None:
+                keep(*args, **kwargs)
+
+            def on_llm_error(self, *args: object, **kwargs: object) -> None:
+                recorder.errors += 1
+                keep(*args, **kwargs)
+
+            def on_chain_error(self, *args: object, **kwargs: object) -> None:
+                keep(*args, **kwargs)
+
+        self.handler = Handler()
+
+
+@pytest.mark.parametrize("provider", sorted(CALLBACK_PROVIDERS))
+@pytest.mark.parametrize("driver", ["invoke", "stream"])
+def test_callbacks_never_see_a_key_the_provider_echoed(
+    simulator: object, provider: str, driver: str
+) -> None:
+    """A provider's error body quotes the key; tracers record on_llm_error: 0 canaries."""
+    import dataclasses
+
+    from tierwise.catalog.specs import Catalog, TaskType
+    from tierwise.routing.router import ModelRouter
+    from tierwise.routing.snapshot import Snapshot
+    from tierwise.testing import Fault, Simulator
+
+    assert isinstance(simulator, Simulator)
+    models = {
+        "primary": {"provider": provider, "model": f"{provider}-canary-primary", "tier": "free",
+                    "context_window": 8192},
+        "fallback": {"provider": "ollama", "model": "canary-fallback:1b", "tier": "local",
+                     "context_window": 8192},
+    }
+    catalog = Catalog.from_mapping({
+        "models": models,
+        "chains": {op.value: {"free": ["primary"], "local": ["fallback"]} for op in TaskType},
+    })
+    settings = simulator.settings(dataclasses.replace(simulator.settings(), catalog=catalog))
+    settings = settings.with_providers({}, Credentials.model_validate(CANARIES))
+    key = settings.credentials.key(Provider(provider))
+    assert key is not None and key.get_secret_value().startswith(PREFIX)
+    echoed = key.get_secret_value()
+    spec = catalog.spec("primary")
+    simulator.script(
+        spec,
+        Fault.http_error(401, f"Incorrect API key provided: {echoed}. You can find yours at"),
+        Fault.http_error(500, f"upstream failed for key={echoed} ({echoed})"),
+    )
+    recorder = _Recorder()
+    router = ModelRouter(
+        settings, policy=Policy(mode="free_first", max_tier="free"),
+        snapshot=Snapshot.everything(catalog), ledger=None,
+    )
+    config = {"callbacks": [recorder.handler]}
+    for _ in range(2):  # the 401 first (provider disabled after it), then the 500
+        router.health.enable_provider(provider)
+        try:
+            if driver == "stream":
+                list(router.stream("rewriting", "hello", config=config))
+            else:
+                router.invoke("rewriting", "hello", config=config)
+        except Exception as exc:  # noqa: BLE001 - NoModelAvailable: only one model in the chain
+            _assert_clean(str(exc), "NoModelAvailable")
+    assert recorder.errors == 2
+    assert recorder.texts
+    for text in recorder.texts:
+        _assert_clean(text, f"a callback event ({provider}, {driver})")
+
+
+#: Keys tierwise was never told about: only their shape can give them away.
+UNKNOWN_KEYS = {
+    "openai-project": f"sk-proj-{secrets.token_urlsafe(32)}",
+    "groq": f"gsk_{secrets.token_hex(24)}",
+    "gemini": f"AIzaSy{secrets.token_urlsafe(24)}",
+    "hex": f"{secrets.token_hex(2)}7a{secrets.token_hex(18)}",
+    "short-hex": f"k9{secrets.token_hex(10)}",
+}
+UNKNOWN_KEY_PLACES = {
+    "pin": '[policy.operations.classification]\npin = "{key}"\n',
+    "timeout": '[providers.groq]\ntimeout = "{key}"\n',
+    "policy-mode": '[policy]\nmode = "{key}"\n',
+    "models-tier": '[models.gpt-4o]\ntier = "{key}"\n',
+    "chain-member": '[chains.classification]\nfree = ["{key}"]\n',
+    "provider-name": '[providers."{key}"]\nbase_url = "http://x"\n',
+    "model-name": '[models."{key}"]\nprovider = "groq"\n',
+    "context-window": '[models.gpt-4o]\ncontext_window = "{key}"\n',
+    "top-level": '{key} = 1\n',
+}
+
+
+@pytest.mark.parametrize("place", sorted(UNKNOWN_KEY_PLACES))
+@pytest.mark.parametrize("shape", sorted(UNKNOWN_KEYS))
+def test_config_errors_never_echo_a_credential_looking_value(
+    tmp_path: Path, place: str, shape: str
+) -> None:
+    """Issue 14: a key *not* configured anywhere, pasted anywhere: 0 occurrences."""
+    key = UNKNOWN_KEYS[shape]
+    path = tmp_path / "tierwise.toml"
+    path.write_text(UNKNOWN_KEY_PLACES[place].format(key=key))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    err = info.value
+    for text in (str(err), repr(err), err.key, err.problem, err.hint):
+        assert key not in text, f"{shape} key echoed by the config error ({place}): {text}"
+    assert str(path) in str(err)

@@ -93,6 +93,14 @@ def client(sim: Simulator, name: str, timeout: float | None = None) -> BaseChatM
     return _FACTORIES[key].chat_model(SPECS[name])
 
 
+def _sdk_error(exc: BaseException) -> BaseException:
+    """What the SDK raised: tierwise's clients hand callers a redacted wrapper around it."""
+    from tierwise.providers.redaction import RedactedError
+
+    assert isinstance(exc, RedactedError)
+    return exc.original
+
+
 def finish_reason(message: BaseMessage) -> str | None:
     meta = message.response_metadata
     reason = meta.get("finish_reason") or meta.get("done_reason")
@@ -337,7 +345,7 @@ def test_fault_matrix(simulator: Simulator, name: str, fault: str) -> None:
     else:
         with pytest.raises(Exception) as info:
             call()
-        exc = info.value
+        exc = _sdk_error(info.value)
         if fault == "429_retry_after":
             _check_rate_limited(name, exc, "2")
         elif fault == "429_bare":
@@ -374,7 +382,7 @@ def test_latency_before_first_byte_beyond_timeout(simulator: Simulator, name: st
     simulator.script(SPECS[name], Reply.text("late"), first_byte=2.0)
     with pytest.raises(Exception) as info:
         client(simulator, name, timeout=0.2).invoke("hi")
-    assert isinstance(info.value, TIMEOUTS[name])
+    assert isinstance(_sdk_error(info.value), TIMEOUTS[name])
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)

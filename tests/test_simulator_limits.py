@@ -87,6 +87,10 @@ SPECS = {
 
 def retry_after_of(name: str, exc: BaseException) -> str | None:
     """The Retry-After a client surfaces: header (OpenAI, Groq) or RetryInfo (Gemini)."""
+    from tierwise.providers.redaction import RedactedError
+
+    assert isinstance(exc, RedactedError)  # what callbacks saw; the SDK's error is inside
+    exc = exc.original
     if name in ("openai", "groq"):
         assert isinstance(exc, (openai.RateLimitError, groq.RateLimitError))
         return exc.response.headers.get("retry-after")

@@ -23,6 +23,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tierwise.catalog.policy import Policy
+from tierwise.catalog.secrets import redact_credential_like
 from tierwise.catalog.specs import Catalog, Provider, default_catalog_data
 from tierwise.catalog.state import StateConfig, redact_url
 
@@ -81,9 +82,18 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {problem}")
 
     def redacted(self, redact: Callable[[str], str]) -> ConfigError:
-        """This error with ``redact`` applied to every part (a key pasted as a value)."""
+        """This error with ``redact`` applied to every part (a key pasted as a value).
+
+        Beyond the configured keys, whatever looks like a credential is removed from the
+        key path, problem and hint (a key pasted anywhere in the file, configured or not);
+        the source is a file path and keeps its name.
+        """
+
+        def scrub(text: str) -> str:
+            return redact_credential_like(redact(text))
+
         return ConfigError(
-            redact(self.source), redact(self.key), redact(self.problem), redact(self.hint)
+            redact(self.source), scrub(self.key), scrub(self.problem), scrub(self.hint)
         )
 
 

@@ -25,6 +25,7 @@ import httpx
 
 from tierwise.catalog.settings import CREDENTIAL_ENV, Settings
 from tierwise.catalog.specs import ModelSpec, Provider
+from tierwise.providers.redaction import RedactedError
 
 if TYPE_CHECKING:  # langchain_core takes ~1 s to import: the CLI's probes never need it
     from langchain_core.language_models import BaseChatModel
@@ -130,6 +131,14 @@ class ProviderFactory:
         return {"response": [on_response]}, {"response": [on_response_async]}
 
     def _build(self, spec: ModelSpec, *, own_async_pool: bool = False) -> BaseChatModel:
+        model = self._client(spec, own_async_pool=own_async_pool)
+        # Redaction at the boundary: what the client raises is what callbacks record.
+        object.__setattr__(model, "__class__", _redacting(type(model)))
+        _REDACT[id(model)] = self.settings.credentials.redact
+        weakref.finalize(model, _REDACT.pop, id(model), None)
+        return model
+
+    def _client(self, spec: ModelSpec, *, own_async_pool: bool = False) -> BaseChatModel:
         settings = self.settings
         provider = spec.provider
         if provider is Provider.EMBEDDED:
@@ -194,6 +203,74 @@ class ProviderFactory:
                 stream_usage=True,
             )
         raise ValueError(f"no client for provider {provider!r}")  # pragma: no cover
+
+
+_REDACT: dict[int, Callable[[str], str]] = {}
+_REDACTING: dict[type, type] = {}
+
+
+def _redacted(model: object, exc: Exception) -> RedactedError:
+    from tierwise.providers.failures import classify
+
+    failure = classify(exc, redact=_REDACT.get(id(model)))
+    return RedactedError(failure.message, exc)
+
+
+def _redacting(cls: type[BaseChatModel]) -> type[BaseChatModel]:
+    """``cls`` whose calls raise :class:`RedactedError` in place of a provider's exception.
+
+    LangChain hands what ``_generate`` / ``_stream`` raise to every callback handler
+    (``on_llm_error``) before the router sees it, and tracers record its text and
+    traceback; provider error bodies may quote the key. Only the entry points ``cls``
+    itself implements are wrapped, so LangChain's "does it stream natively?" checks see
+    the same class as before. One subclass per client class, built on first use.
+    """
+    cached = _REDACTING.get(cls)
+    if cached is not None:
+        return cached
+    from langchain_core.language_models import BaseChatModel
+
+    namespace: dict[str, Any] = {"__module__": cls.__module__}
+    if cls._generate is not getattr(BaseChatModel, "_generate", None):
+
+        def _generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super(sub, self)._generate(*args, **kwargs)
+            except Exception as exc:
+                raise _redacted(self, exc) from None
+
+        namespace["_generate"] = _generate
+    if cls._agenerate is not getattr(BaseChatModel, "_agenerate", None):
+
+        async def _agenerate(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super(sub, self)._agenerate(*args, **kwargs)
+            except Exception as exc:
+                raise _redacted(self, exc) from None
+
+        namespace["_agenerate"] = _agenerate
+    if cls._stream is not getattr(BaseChatModel, "_stream", None):
+
+        def _stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from super(sub, self)._stream(*args, **kwargs)
+            except Exception as exc:
+                raise _redacted(self, exc) from None
+
+        namespace["_stream"] = _stream
+    if cls._astream is not getattr(BaseChatModel, "_astream", None):
+
+        async def _astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                async for chunk in super(sub, self)._astream(*args, **kwargs):
+                    yield chunk
+            except Exception as exc:
+                raise _redacted(self, exc) from None
+
+        namespace["_astream"] = _astream
+    sub: type[BaseChatModel] = type(cls.__name__, (cls,), namespace)
+    _REDACTING[cls] = sub
+    return sub
 
 
 @dataclass(frozen=True, slots=True)

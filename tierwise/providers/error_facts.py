@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tierwise.providers.headers import parse_duration
-from tierwise.providers.redaction import clean_headers
+from tierwise.providers.redaction import RedactedError, clean_headers
 
 __all__ = ["Evidence", "attr", "chain", "gather", "status_of", "text_of"]
 
@@ -53,6 +53,8 @@ def chain(exc: BaseException) -> list[BaseException]:
     stack: list[object] = [exc]
     while stack and len(out) < _MAX_CHAIN:
         item = stack.pop()
+        if isinstance(item, RedactedError):
+            item = item.original  # what a tierwise client raised in place of the original
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))

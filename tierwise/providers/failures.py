@@ -76,9 +76,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final
 
+from tierwise.catalog.secrets import redact_secrets
 from tierwise.providers.error_facts import Evidence, attr, chain, gather, status_of, text_of
 from tierwise.providers.headers import RateLimitHeaders, parse_duration, read_rate_limits
-from tierwise.providers.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage

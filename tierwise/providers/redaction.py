@@ -1,82 +1,17 @@
-"""Secret scrubbing: what looks like a credential never leaves tierwise in text or headers.
+"""Secrets at the provider boundary: response headers and the exceptions callbacks see.
 
-Provider error messages quote keys ("Incorrect API key provided: sk-..."), responses carry
-``authorization`` and cookie headers, and failure messages end up in logs, the ledger,
-exceptions shown to users and callbacks handed to tracers. Everything that crosses that
-boundary goes through :func:`redact_secrets` (text) or :func:`clean_headers` (headers).
+Responses carry ``authorization`` and cookie headers, and provider error bodies quote
+keys; failures end up in logs, the ledger, exceptions shown to users and callbacks handed
+to tracers. Headers go through :func:`clean_headers`; a client's exception is replaced by
+a :class:`RedactedError` (text scrubbed by :func:`~tierwise.catalog.secrets.redact_secrets`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["REDACTED", "clean_headers", "redact_secrets"]
-
-REDACTED: Final = "[REDACTED]"
-# (cheap lower-case substrings that must occur, pattern, replacement): the substring test
-# runs at C speed and skips almost every pattern for almost every message.
-_SECRET_RULES: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]] = (
-    (("bearer",), re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+"), f"Bearer {REDACTED}"),
-    (("sk-", "pk-", "rk-"), re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{6,}"), REDACTED),
-    (("gsk_",), re.compile(r"\bgsk_[A-Za-z0-9]{6,}"), REDACTED),
-    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), REDACTED),
-    (("hf_",), re.compile(r"\bhf_[A-Za-z0-9]{6,}"), REDACTED),
-    (
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        re.compile(r"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{6,}"),
-        REDACTED,
-    ),
-    (
-        ("key=", "token=", "sig=", "signature="),
-        re.compile(r"(?i)(\b(?:key|api[_-]?key|access_token|token|sig|signature)=)[^&\s'\"#]+"),
-        rf"\1{REDACTED}",
-    ),
-    (
-        ("key", "authorization", "token", "secret", "password"),
-        re.compile(
-            r"(?i)((?:x-goog-api-key|x-api-key|api[_-]?key|authorization|access[_-]?token"
-            r"|client[_-]?secret|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"
-        ),
-        rf"\1{REDACTED}",
-    ),
-)
-_LONG_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_\-]{32,}")
-
-
-def _redact_long_token(match: re.Match[str]) -> str:
-    """Redact a long run mixing upper, lower and digits: the shape of an unprefixed key."""
-    token = match.group(0)
-    if (
-        any(c.isupper() for c in token)
-        and any(c.islower() for c in token)
-        and any(c.isdigit() for c in token)
-    ):
-        return REDACTED
-    return token
-
-
-def redact_secrets(text: str) -> str:
-    """Remove what looks like a credential from ``text``.
-
-    Provider error messages quote keys ("Incorrect API key provided: sk-..."), and
-    failure messages end up in logs, the ledger and exceptions shown to users. This
-    strips API keys of the known shapes (``sk-``, ``gsk_``, ``AIza``, ``hf_``, ...),
-    ``Bearer`` tokens, ``key=`` query parameters, ``api_key: ...`` pairs and long
-    mixed-case alphanumeric runs (unprefixed keys such as Mistral's).
-
-    Example:
-        >>> redact_secrets("Incorrect API key provided: sk-abc123def456")
-        'Incorrect API key provided: [REDACTED]'
-    """
-    lower = text.lower()
-    for needles, pattern, replacement in _SECRET_RULES:
-        if any(needle in lower for needle in needles):
-            text = pattern.sub(replacement, text)
-    return _LONG_TOKEN_RE.sub(_redact_long_token, text)
-
-
+__all__ = ["RedactedError", "clean_headers"]
 
 # --------------------------------------------------------------------------- headers
 
@@ -150,3 +85,28 @@ def clean_headers(raw: object) -> dict[str, str]:
             out[name] = value[:1000]
     return out
 
+
+
+# --------------------------------------------------------------------------- exceptions
+
+
+class RedactedError(Exception):
+    """A model call's failure as callbacks and tracers see it: its class name, redacted text.
+
+    LangChain hands the exception a chat model raised to every callback handler
+    (``on_llm_error``) before the caller sees it, and tracers record its text and
+    traceback. Provider error bodies echo keys, so tierwise's clients raise this instead:
+    one redacted line, no cause chain. The original stays reachable for
+    :func:`~tierwise.providers.failures.classify` (``original``), never through ``str``,
+    ``repr`` or a formatted traceback.
+    """
+
+    def __init__(self, message: str, original: BaseException) -> None:
+        """Carry ``message`` (already redacted) and the ``original`` exception."""
+        super().__init__(message)
+        self.original = original
+        self.original_type = type(original).__name__
+
+    def __repr__(self) -> str:
+        """``RedactedError('OpenAIRateLimitError: ...')``: never the original's repr."""
+        return f"{type(self).__name__}({str(self)!r})"

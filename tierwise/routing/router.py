@@ -20,6 +20,7 @@ What is usable comes from :class:`~.availability.Availability`; the order from t
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -104,6 +105,12 @@ def _default_ledger(settings: Settings) -> Ledger | None:
         logger.warning("tierwise: no ledger, calls are not recorded and day caps are not "
                        "enforced: %s (set TIERWISE_LEDGER to a writable file)", exc)
         return None
+
+
+#: Failures worth one more try of the last candidate: the next request may well succeed.
+_TRANSIENT = frozenset({FailureKind.UNAVAILABLE, FailureKind.TIMEOUT})
+#: Seconds (low, high) the retry waits, at random: concurrent retries do not arrive at once.
+_RETRY_JITTER = (0.05, 0.25)
 
 _REPAIR_PROMPT = (
     "Your previous answer did not match the required JSON schema: {error}\n"
@@ -310,8 +317,33 @@ class ModelRouter:
         overflowed = 0  # after a context overflow, windows this small are skipped
         rejected: set[Provider] = set()  # providers that refused their key in this call
         tool_schemas = self._runnables.tool_schemas(request.tools) if request.tools else None
+        cooled: list[str] = []  # candidates their breaker refused
+        forced: str | None = None  # the extra attempt below: past its breaker
+        retrying = False
 
-        for spec in candidates:
+        def then() -> Iterator[ModelSpec]:
+            """The chain, then at most one extra attempt rather than failing outright.
+
+            A transient failure (5xx, timeout) of the last candidate is retried once after
+            a jittered pause; when nothing could be sent because every candidate is cooling,
+            the one that failed least recently gets one attempt (issue 14).
+            """
+            nonlocal forced, retrying
+            yield from candidates
+            sent = [a for a in attempts if a.sent]
+            last = sent[-1] if sent else None
+            if last is not None and last.failure in _TRANSIENT:
+                forced, retrying = last.model, True
+                yield self.settings.catalog.spec(last.model)
+            elif last is None:
+                spare = self.health.last_resort(cooled or self._cooling(request, policy))
+                if spare is not None:
+                    forced = spare
+                    yield self.settings.catalog.spec(spare)
+
+        for spec in then():
+            if retrying:
+                yield Sleep(random.uniform(*_RETRY_JITTER))
             if spec.provider in rejected:
                 yield from note(refused(
                     spec, FailureKind.AUTH, f"{spec.provider} rejected its key in this call"
@@ -360,9 +392,10 @@ class ModelRouter:
                 refusals.append(held)
                 yield from note(refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
                 continue
-            if not self.health.allow(spec.key):
+            if spec.key != forced and not self.health.allow(spec.key):
                 permit.cancel()
                 yield Blocking(held.release)
+                cooled.append(spec.key)
                 yield from note(refused(
                     spec, FailureKind.UNAVAILABLE, "circuit open: a recovery probe is in flight"
                 ))
@@ -463,6 +496,19 @@ class ModelRouter:
             spec, policy, prompt_tokens=prompt_tokens, max_tokens=request.max_tokens,
             expected_tokens=answer_tokens, run_id=request.run_id,
         )
+
+    def _cooling(self, request: RouteRequest, policy: Policy) -> list[str]:
+        """The candidates the breakers took out of the chain (a last resort picks one)."""
+        snapshot = self.availability.snapshot()
+        if not snapshot.cooling:
+            return []
+        found = self.selector.candidates(
+            request.operation, request.complexity, policy,
+            replace(snapshot, cooling=frozenset()),
+            needs_tools=bool(request.tools), prompt_tokens=request.prompt_tokens,
+            max_output_tokens=request.max_tokens or 0,
+        )
+        return [c.key for c in found if c.key in snapshot.cooling]
 
     def _candidates(self, request: RouteRequest, policy: Policy) -> tuple[ModelSpec, ...]:
         """The selector's chain for ``request``, without the tiers below ``min_tier``.
