@@ -36,15 +36,6 @@ class ServerBlocked(AssertionError):
     """The server failed a run for a blocking call on its event loop (BlockingError)."""
 
 
-#: Until the ledger's reads leave the event loop (issue 15, ledger part), the server fails
-#: every run with a BlockingError from ``Ledger.performance``: delete this mark then. Not
-#: strict, so that change can land before the mark goes; any other failure still fails.
-LEDGER_ON_THE_LOOP = pytest.mark.xfail(
-    raises=ServerBlocked, strict=False,
-    reason="the router's ledger read (standings) still blocks the event loop",
-)
-
-
 def _copy_project(simulator: Simulator, dest: Path) -> Path:
     """The project as a user checks it out, with a ``.env`` pointing it at ``simulator``."""
     project = dest / "project"
@@ -132,7 +123,6 @@ def _assistant(client: httpx.Client, graph: str) -> str:
     return str(found[0]["assistant_id"])
 
 
-@LEDGER_ON_THE_LOOP
 def test_triage_and_pipeline_over_runs_wait(
     client: httpx.Client, module_simulator: Simulator
 ) -> None:
@@ -157,7 +147,6 @@ def test_triage_and_pipeline_over_runs_wait(
     assert steps["outcome"]["task"] == "Book a room for 12 people in Lisbon"
 
 
-@LEDGER_ON_THE_LOOP
 def test_runs_stream_sends_the_nodes_progress_as_custom_events(client: httpx.Client) -> None:
     response = client.post("/runs/stream", json={
         "assistant_id": "triage", "input": {"instruction": "Why was I charged twice?"},
@@ -174,7 +163,6 @@ def test_runs_stream_sends_the_nodes_progress_as_custom_events(client: httpx.Cli
     assert final["route"]["route"] in ("tool", "plan", "direct")
 
 
-@LEDGER_ON_THE_LOOP
 def test_a_context_policy_override_routes_the_run_as_asked(
     client: httpx.Client, module_simulator: Simulator
 ) -> None:
@@ -197,7 +185,6 @@ def test_a_context_policy_override_routes_the_run_as_asked(
     assert "mode" in bad.text  # the policy is validated, not ignored
 
 
-@LEDGER_ON_THE_LOOP
 def test_a_thread_resumes_from_the_servers_checkpointer(
     client: httpx.Client, module_simulator: Simulator
 ) -> None:
