@@ -293,13 +293,14 @@ class _Runner:
             self.stopped = f"budget: {str(exc).splitlines()[0]}"
             return ItemResult(item.id, self.model, None, self.stopped,
                               failure=FailureKind.BUDGET_EXCEEDED.value)
-        except NoModelAvailable as exc:
-            return self._failed(item, exc, messages, time.perf_counter() - started)
+        except NoModelAvailable as exc:  # it stores a verdict: the ledger, off the loop
+            latency = time.perf_counter() - started
+            return await asyncio.to_thread(self._failed, item, exc, messages, latency)
         entry = out["report"][-1]
         call_id = entry.get("call_id") or None
         value, cost, latency = out.get(node.writes[0]), entry["cost"], entry["latency"]
         verdict = score(node.operation, value, item.gold, item.setup)
-        self._store(item, verdict, call_id, messages)
+        await asyncio.to_thread(self._store, item, verdict, call_id, messages)
         return ItemResult(item.id, self.model, verdict.value, verdict.detail, call_id,
                           cost, latency)
 
@@ -371,18 +372,19 @@ async def aevaluate(
     started = time.perf_counter()
     summaries = []
     for model in chosen:
-        done = ledger.evidence.done(data.name, data.operation.value, model)
+        evidence = await asyncio.to_thread(lambda: ledger.evidence)  # the ledger: off the loop
+        done = await asyncio.to_thread(evidence.done, data.name, data.operation.value, model)
         pending = [item for item in data.items if item.id not in done]
         resumed = len(data.items) - len(pending)
         if progress is not None:
             progress.start(model, len(data.items), resumed)
-        runner = _Runner(router, ledger.evidence, data, model, features=features,
+        runner = _Runner(router, evidence, data, model, features=features,
                          max_wait=max_wait)
         bound = 1 if catalog[model].provider is Provider.EMBEDDED else max(1, concurrency)
         results = await _run_all(runner, pending, bound, progress)
         if progress is not None:
             progress.finish(model)
-        summaries.append(_summary(ledger, data, model, results, resumed))
+        summaries.append(await asyncio.to_thread(_summary, ledger, data, model, results, resumed))
     return EvalReport(data.name, data.operation, len(data.items), tuple(summaries),
                       time.perf_counter() - started)
 
