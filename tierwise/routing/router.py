@@ -216,9 +216,7 @@ class ModelRouter:
     ) -> RoutedResult:
         """Answer ``messages`` for ``operation`` with the first candidate that succeeds.
 
-        The options are those of :class:`~tierwise.routing.request.RouteRequest`: the
-        answer's ``schema`` or ``tools``/``tool_choice``, ``complexity``, ``policy``,
-        ``max_wait``, ``max_tokens``, ``min_tier``, ``config`` and ``call_id``.
+        The options are :class:`~tierwise.routing.request.RouteRequest`'s (schema, tools...).
 
         Raises:
             NoModelAvailable: every candidate failed or none was allowed; it lists why.
@@ -242,8 +240,7 @@ class ModelRouter:
         text and no tool call (a role header) are held back until the answer starts. A
         failure after that yields :class:`StreamRestart` — the consumer discards what it
         received, text or partial tool calls — and the answer starts over on the next
-        candidate; two models' output is never joined. Options are those of
-        :meth:`invoke` without ``schema`` (use ``invoke``) and ``call_id``.
+        candidate; two models' output is never joined. Options: :meth:`invoke`'s but schema.
         """
         request = RouteRequest(operation, messages, **options)
         yield from drive(self._route(request, request.policy or self.policy, streaming=True),
