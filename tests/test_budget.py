@@ -225,8 +225,6 @@ def test_an_unreadable_ledger_refuses_paid_calls(
     held = guard.reserve(PAID, balanced(max_cost_per_day=10.0), prompt_tokens=10,
                          max_tokens=100, expected_tokens=100, run_id=None)  # fmt: skip
     assert isinstance(held, BudgetExceeded) and held.left == 0
-    quota = guard.check_quota(FREE)
-    assert quota is not None and quota.left == 0 and "could not be read" in str(quota)
 
 
 # --------------------------------------------------------------------------- reservations
@@ -376,65 +374,7 @@ def test_a_day_cap_holds_for_processes_spending_through_the_router() -> None:
 # --------------------------------------------------------------------------- RPD quotas
 
 
-def test_daily_quota_counts_sent_requests_today(ledger: Ledger, clock: Clock) -> None:
-    guard = BudgetGuard(ledger, clock)
-    spend(ledger, 0.0, spec=FREE, at=TODAY - 5)  # yesterday
-    spend(ledger, 0.0, spec=FREE)
-    spend(ledger, 0.0, spec=FREE, outcome="rate_limited")  # sent: the provider counted it
-    spend(ledger, 0.0, spec=FREE, outcome="rate_limited", sent=False)  # never sent
-    assert guard.check_quota(FREE) is None
-    spend(ledger, 0.0, spec=FREE)
-    refusal = guard.check_quota(FREE)
-    assert isinstance(refusal, BudgetExceeded)
-    assert (refusal.cap, refusal.limit, refusal.spent, refusal.left) == ("rpd:flash-x", 3, 3, 0)
-    assert refusal.is_quota and refusal.retry_after == DAY / 2
-    assert str(refusal) == (
-        "daily request quota rpd:flash-x used up for flash-x: 3 of 3 requests sent since "
-        "00:00 UTC, 0 left; resets in 12h00m"
-    )
-    clock.now = TODAY + DAY
-    assert guard.check_quota(FREE) is None
-
-
-def test_quota_without_rpd_or_ledger_is_open(ledger: Ledger) -> None:
-    assert BudgetGuard(ledger).check_quota(PAID) is None  # no rpd known
-    assert BudgetGuard(None).check_quota(FREE) is None  # no ledger to count in
-
-
-def test_quota_survives_a_restart(path: Path, clock: Clock) -> None:
-    with Ledger(path) as ledger:
-        for _ in range(3):
-            spend(ledger, 0.0, spec=FREE)
-    with Ledger(path) as restarted:
-        refusal = BudgetGuard(restarted, clock).check_quota(FREE)
-        assert refusal is not None and refusal.spent == 3
-
-
-_RECORD_FREE = textwrap.dedent("""
-    import sys
-    from tierwise.ledger import Ledger, LedgerRow
-    with Ledger(sys.argv[1]) as ledger:
-        ledger.record(LedgerRow(
-            float(sys.argv[2]), None, None, None, "classification", "simple", "free_first",
-            "gemini", "flash-x", "free", "ok", True, 0.2, None, 10, 5, 0.0, False, False, ""))
-""")
-
-
-def test_quota_holds_across_processes(path: Path, clock: Clock) -> None:
-    with Ledger(path, refresh_interval=0) as ledger:
-        guard = BudgetGuard(ledger, clock)
-        spend(ledger, 0.0, spec=FREE)  # this process: 1
-        for sent in (2, 3):  # two other processes, one request each
-            subprocess.run(
-                [sys.executable, "-c", _RECORD_FREE, str(path), str(NOON)],
-                check=True, timeout=60, env=child_env(),
-            )
-            assert ledger.requests("flash-x", since=TODAY) == sent
-        refusal = guard.check_quota(FREE)
-        assert refusal is not None and refusal.spent == 3
-    with Ledger(path) as restarted:  # and after this process, too, has restarted
-        refusal = BudgetGuard(restarted, clock).check_quota(FREE)
-        assert refusal is not None and refusal.spent == 3
+# (moved to tests/test_quota.py: the daily quota is guards.quota's)
 
 
 # --------------------------------------------------------------------------- the exception

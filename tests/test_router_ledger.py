@@ -516,11 +516,12 @@ def test_a_free_models_daily_quota_survives_a_restart(simulator: Simulator, path
     assert result.model == "ollama-local"
     skipped = result.attempts[0]
     assert (skipped.model, skipped.failure, skipped.sent) == (
-        "gemini-free", FailureKind.BUDGET_EXCEEDED, False)
-    assert "rpd:gemini-free" in skipped.detail and "3 of 3 requests" in skipped.detail
+        "gemini-free", FailureKind.QUOTA_EXHAUSTED, False)  # a quota, not a budget
+    assert "daily request quota of gemini-free" in skipped.detail
+    assert "3 of 3 requests" in skipped.detail
     assert rig.sent("gemini-free") == 3 and rig.sent("ollama-local") == 1
     assert [(r.model, r.outcome, r.sent) for r in rows[3:]] == [
-        ("gemini-free", "budget_exceeded", False), ("ollama-local", "ok", True)]
+        ("gemini-free", "quota_exhausted", False), ("ollama-local", "ok", True)]
 
 
 #: Another process: its own ledger instance and router on the same file and simulator.
@@ -586,11 +587,11 @@ def test_a_free_models_daily_quota_holds_across_processes(
         # This router's own limiter has seen 1 request of 3; only the ledger knows of 3.
         result = router.invoke("rewriting", PROMPT)
         assert result.model == "ollama-local"
-        assert result.attempts[0].failure is FailureKind.BUDGET_EXCEEDED
+        assert result.attempts[0].failure is FailureKind.QUOTA_EXHAUSTED  # not a budget
         assert "3 of 3 requests" in result.attempts[0].detail
 
         (later,) = calls_of(second, 1)  # and a process that started before all that
-        assert later[0] == "ollama-local" and "budget_exceeded" in later[1]
+        assert later[0] == "ollama-local" and "quota_exhausted" in later[1]
 
     assert rig.sent("gemini-free") == 3
     with Ledger(path) as reopened:

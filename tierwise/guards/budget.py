@@ -13,7 +13,9 @@ Caps (from :class:`~tierwise.catalog.policy.Policy`; USD):
 ``per_run``                   ``max_cost_per_run``: everything recorded for the run id
 ``per_day``                   ``max_cost_per_day``: everything since UTC midnight
 ``per_provider_day:<p>``      ``max_cost_per_provider_per_day[p]``: the provider's share
-``rpd:<model>``               the model's ``limits.rpd``: requests sent since UTC midnight
+``rpd:<model>``               :meth:`BudgetGuard.status` only (the refusal is
+                              :class:`~tierwise.guards.quota.DailyQuota`'s): requests
+                              sent since UTC midnight
 ============================  =========================================================
 
 Calls in flight: a check alone does not see calls that are running and not yet
@@ -364,28 +366,6 @@ class BudgetGuard:
         assert isinstance(reservation, Reservation)
         return Reservation(self, reservation.amount, reservation.max_tokens, hold_id=hold_id,
                            capped=capped)  # fmt: skip
-
-    def check_quota(self, spec: ModelSpec) -> BudgetExceeded | None:
-        """The refusal if ``spec``'s requests-per-day quota is used up today (UTC).
-
-        Counted from the requests the ledger saw sent since UTC midnight, by every process
-        and before any restart — so a quota the provider enforces per day is not overrun
-        just because this process is new.
-        """
-        rpd = spec.limits.rpd
-        if rpd is None or self.ledger is None:
-            return None
-        now = self.clock()
-        cap = f"rpd:{spec.key}"
-        try:
-            sent = self.ledger.requests(spec.key, since=day_start(now))
-        except sqlite3.Error as exc:
-            return BudgetExceeded(cap, limit=rpd, spent=rpd, estimate=1, model=spec.key,
-                                  note=f"the ledger could not be read: {exc}")
-        if sent >= rpd:
-            return BudgetExceeded(cap, limit=rpd, spent=sent, estimate=1, model=spec.key,
-                                  retry_after=_until_midnight(now))
-        return None
 
     def status(
         self, policy: Policy, *, run_id: str | None = None, models: Iterable[ModelSpec] = ()

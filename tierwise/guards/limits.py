@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from tierwise.catalog.specs import Limits
 from tierwise.guards.backend import (
-    DAY,
     MINUTE,
     AsyncLimitBackend,
     Denied,
@@ -84,8 +83,11 @@ class RateLimiter:
         self._backend.adjust(ticket, tokens, self._now())
 
     def configure(self, key: str, limits: Limits) -> None:
-        """Seed ``key``'s limits (from the catalog); forgets limits learned from headers."""
-        self._backend.configure(key, limits)
+        """Seed ``key``'s RPM / TPM (from the catalog); forgets limits learned from headers.
+
+        A daily quota (``limits.rpd``) is :class:`~tierwise.guards.quota.DailyQuota`'s.
+        """
+        self._backend.configure(key, Limits(rpm=limits.rpm, tpm=limits.tpm))
 
     def try_acquire(
         self, key: str, tokens: int = 0, *, also: Sequence[str] = ()
@@ -142,7 +144,6 @@ class RateLimiter:
         self,
         key: str,
         retry_after: float | None = None,
-        scope: LimitName | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Correct ``key``'s state after a 429: the provider knows usage we did not see.
@@ -150,23 +151,19 @@ class RateLimiter:
         ``retry_after`` (else the response's ``retry-after-ms`` / ``retry-after``) blocks
         the key that long; the ``x-ratelimit-*`` headers are applied as in
         :meth:`observe_headers`. Without any duration the only bound on when the provider's
-        window empties is one window length, so the key is blocked for a minute — or for
-        a day when ``scope`` is ``"rpd"`` (a daily quota), unless the headers say when the
-        request quota resets.
+        window empties is one window length, so the key is blocked for a minute. A daily
+        quota's 429 is :meth:`~tierwise.guards.quota.DailyQuota.exhausted`'s business.
         """
         facts = read_rate_limits(headers) if headers else RateLimitHeaders()
         if retry_after is None:
             retry_after = facts.retry_after
         block: tuple[float, LimitName] | None
         if retry_after is not None:
-            block = (max(0.0, retry_after) / self._scale, scope or "rpm")
-        elif scope == "rpd":
-            reset = facts.requests.reset
-            block = (DAY if reset is None else reset / self._scale, "rpd")
+            block = (max(0.0, retry_after) / self._scale, "rpm")
         elif facts.exhausted:
             block = None  # remaining=0 with its reset already blocks the key
         else:
-            block = (MINUTE, scope or "rpm")
+            block = (MINUTE, "rpm")
         self._backend.restrict(key, _restriction(facts, block, self._scale), self._now())
 
     def observe_headers(self, key: str, headers: Mapping[str, str]) -> None:

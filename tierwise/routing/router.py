@@ -36,10 +36,11 @@ from typing_extensions import Unpack
 from tierwise.catalog.policy import Policy, PolicyMode
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import ModelSpec, Provider, TaskType
-from tierwise.guards.backend import Denied, LimitName, Permit
+from tierwise.guards.backend import Denied, Permit
 from tierwise.guards.budget import HOLD_WAIT, BudgetExceeded, BudgetGuard, Reservation
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
+from tierwise.guards.quota import DailyQuota, QuotaExceeded
 from tierwise.guards.shared import shared_limiter
 from tierwise.ledger import (
     Attempt,
@@ -49,6 +50,7 @@ from tierwise.ledger import (
 )
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
+from tierwise.providers.headers import read_rate_limits
 from tierwise.routing.answers import answer_text, parse_raw
 from tierwise.routing.availability import DEFAULT_DEMOTION, Availability
 from tierwise.routing.demotion import DemotionRule
@@ -191,6 +193,7 @@ class ModelRouter:
         self._redact = self.settings.credentials.redact
         self.ledger = _default_ledger(self.settings) if ledger == "default" else ledger
         self.budget = BudgetGuard(self.ledger)
+        self.quota = DailyQuota(self.ledger)
         #: What is usable now; ``tierwise route`` and ``doctor`` build theirs the same way.
         self.availability = Availability(
             self.settings, health=self.health, ledger=self.ledger, fixed=snapshot,
@@ -378,6 +381,13 @@ class ModelRouter:
                 ))
                 continue
             answer_tokens = estimate - request.prompt_tokens
+            quota = yield Blocking(partial(self.quota.take, spec))  # reads the ledger
+            if isinstance(quota, QuotaExceeded):
+                permit.cancel()
+                yield from note(refused(
+                    spec, FailureKind.QUOTA_EXHAUSTED, str(quota), retry_after=quota.retry_after
+                ))
+                continue
             hold = partial(self._hold, spec, policy, request, request.prompt_tokens, answer_tokens)
             held = yield Blocking(hold)
             waited = time.monotonic() + HOLD_WAIT
@@ -386,11 +396,13 @@ class ModelRouter:
                 held = yield Blocking(hold)
             if isinstance(held, BudgetExceeded):
                 permit.cancel()
+                quota.cancel()
                 refusals.append(held)
                 yield from note(refused(spec, FailureKind.BUDGET_EXCEEDED, str(held)))
                 continue
             if spec.key != forced and not self.health.allow(spec.key):
                 permit.cancel()
+                quota.cancel()
                 yield Blocking(held.release)
                 cooled.append(spec.key)
                 yield from note(refused(
@@ -456,6 +468,7 @@ class ModelRouter:
                         break
                     permit, repair = retry, True
             finally:
+                quota.release()  # recorded in the ledger: counted there from now on
                 if not isinstance(held, BudgetExceeded):
                     held.release()
 
@@ -488,8 +501,8 @@ class ModelRouter:
         prompt_tokens: int,
         answer_tokens: int,
     ) -> Reservation | BudgetExceeded:
-        """The model's daily quota, then the call's worst case held against the cost caps."""
-        return self.budget.check_quota(spec) or self.budget.reserve(
+        """The call's worst case held against the cost caps (the daily quota is taken first)."""
+        return self.budget.reserve(
             spec, policy, prompt_tokens=prompt_tokens, max_tokens=request.max_tokens,
             expected_tokens=answer_tokens, run_id=request.run_id,
         )
@@ -571,11 +584,13 @@ class ModelRouter:
         return steered and request.min_tier is None and len(candidates) >= 2
 
     def _learn(self, spec: ModelSpec, failure: Failure) -> None:
-        """Feed a provider's failure to the limiter and the circuit breaker."""
+        """Feed a provider's failure to the limiter, the daily quota and the breaker."""
         kind = failure.kind
-        if kind in (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED):
-            scope: LimitName | None = "rpd" if kind is FailureKind.QUOTA_EXHAUSTED else None
-            self.limiter.penalize(spec.key, failure.retry_after, scope, failure.headers)
+        if kind is FailureKind.RATE_LIMITED:
+            self.limiter.penalize(spec.key, failure.retry_after, headers=failure.headers)
+        elif kind is FailureKind.QUOTA_EXHAUSTED:  # the provider's day, not a minute window
+            reset = read_rate_limits(failure.headers).requests.reset
+            self.quota.exhausted(spec.key, failure.retry_after or reset)
         elif kind is FailureKind.AUTH:
             self.health.disable_provider(spec.provider.value, failure.message)
         self.health.record_failure(spec.key, kind.value)
