@@ -14,7 +14,7 @@ say so and the rest still runs.
 Nothing leaves 127.0.0.1: every client is pointed at the simulator with a dummy key, and
 an audit hook refuses any other connection or name lookup in this process.
 
-Benchmarks: selection, overhead, failover, throughput, pipeline.
+Benchmarks: selection, overhead, failover, throughput, pipeline, scale.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ MODULES = {
     "failover": "benchmarks.failover_time",
     "throughput": "benchmarks.free_tier_throughput",
     "pipeline": "benchmarks.pipeline_overhead",
+    "scale": "benchmarks.scale",
 }
 #: Where a run writes by default: ignored by git (the tracked results are published by hand).
 RESULTS = Path(__file__).resolve().parent / "results" / "local"

@@ -6,7 +6,10 @@ keeps the sliding logs of :mod:`tierwise.guards.backend` in Redis instead, with 
 script per operation (:mod:`tierwise.guards.redis_scripts`), so check-and-reserve over
 several keys is atomic for every process. All keys of one deployment share the hash tag
 ``{prefix}``, so multi-key scripts stay legal on Redis Cluster. The clock is Redis
-``TIME``: processes on different hosts share no monotonic clock.
+``TIME``: processes on different hosts share no monotonic clock. Settling a permit
+re-stamps its request at the settle time: a permit is granted before the provider counts
+the request, by a delay that varies (a busy process, a slow network), so a window that
+slid from the permit's time could free a slot the provider still holds and earn a 429.
 
 The event loop never waits on Redis: the router's async driver takes permits through
 :meth:`RedisLimitBackend.aacquire` (redis-py's asyncio client, one per loop), and the

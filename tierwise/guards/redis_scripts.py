@@ -171,9 +171,12 @@ for i = 1, #KEYS / 3 do
     if ta_live then incr(h, 'ta_rem', old) end
   else
     if score then
+      -- re-stamped now: the provider counted the request somewhere between the permit
+      -- and its answer, and the later bound never frees a slot before the provider does
       redis.call('ZREM', m, member)
-      redis.call('ZADD', m, score, id .. ':' .. new)
+      redis.call('ZADD', m, now, id .. ':' .. new)
       incr(h, 'mtok', new - old)
+      if redis.call('ZSCORE', d, id) then redis.call('ZADD', d, now, id) end
     end
     if ta_live then incr(h, 'ta_rem', old - new) end
   end

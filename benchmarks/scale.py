@@ -1,0 +1,278 @@
+"""Scale-out: worker processes sharing free models' limits through Redis, or each on its own.
+
+``W`` worker processes (real subprocesses, each with its own ``ModelRouter``) fire ``C``
+concurrent calls per wave at three free models whose RPM the simulator enforces
+(time-scaled: a minute lasts ``minute`` seconds), with a paid model last. Waves start
+1.5 windows apart, so each wave finds the free windows empty and the free capacity is
+Σ RPM per wave. With the limits in Redis (``RedisLimitBackend``) the processes share one
+window per model; with in-process state each believes it has the whole RPM to itself.
+
+Counted from the simulator's request log: 429s (all, and after the first window), free
+answers against the free capacity, paid answers against the floor (calls − capacity).
+Also the Redis permit round trip a routed call adds: ``atry_acquire`` + ``settle`` on
+Redis against the in-process limiter, medians over the same number of permits.
+
+Run ``python -m benchmarks --only scale`` (or ``python -m benchmarks.scale``); needs Redis
+on 127.0.0.1:6379 (``TIERWISE_BENCH_REDIS`` names another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from benchmarks._common import Options
+from benchmarks._report import Row, Section
+from benchmarks.router_overhead import MESSAGES, OPERATION, bench_settings, simulator
+from tierwise.catalog.policy import Policy
+from tierwise.catalog.specs import Catalog, Limits, TaskType
+
+NAME = "scale"
+TITLE = "scale-out: worker processes sharing free limits (Redis vs in-process)"
+REDIS = os.environ.get("TIERWISE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+FREE = (("free-a", 8), ("free-b", 6), ("free-c", 4))
+GAP = 1.5  # windows between waves: a loaded machine delays requests by a good part of one
+
+
+@dataclass(frozen=True)
+class Workload:
+    workers: int
+    calls: int  # concurrent calls per worker per wave
+    waves: int
+    minute: float  # real seconds per simulated minute
+
+    @property
+    def scale(self) -> float:
+        return self.minute / 60.0
+
+    @property
+    def requests(self) -> int:
+        return self.workers * self.calls * self.waves
+
+    @property
+    def capacity(self) -> int:
+        return sum(rpm for _, rpm in FREE) * self.waves
+
+
+FULL = Workload(workers=4, calls=50, waves=3, minute=1.0)
+QUICK = Workload(workers=3, calls=20, waves=2, minute=1.0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    capacity: int  # Σ RPM × windows the run's requests spanned: the most free answers possible
+    rejected: int
+    rejected_late: int
+    free: int
+    paid: int
+    failed: int
+
+
+def _models(tag: str) -> tuple[dict[str, int], str]:
+    return {f"{tag}-{name}": rpm for name, rpm in FREE}, f"{tag}-paid"
+
+
+def _catalog(tag: str) -> Catalog:
+    free, paid = _models(tag)
+    models: dict[str, dict[str, Any]] = {
+        name: {"provider": "openai", "model": name, "tier": "free", "context_window": 128_000,
+               "limits": {"rpm": rpm}}
+        for name, rpm in free.items()
+    }
+    models[paid] = {"provider": "openai", "model": paid, "tier": "paid",
+                    "context_window": 128_000,
+                    "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+    chain = {"free": list(free), "paid": [paid]}
+    return Catalog.from_mapping({"models": models,
+                                 "chains": {op.value: chain for op in TaskType}})
+
+
+# ---------------------------------------------------------------------- worker process
+
+
+def worker(config: dict[str, Any]) -> None:
+    """One app process: build a router, say ready, wait for the start time, fire waves."""
+    from benchmarks._offline import guard_network
+    from tierwise.guards.limits import RateLimiter
+    from tierwise.routing.router import ModelRouter
+    from tierwise.routing.snapshot import Snapshot
+
+    guard_network()
+    catalog = _catalog(config["tag"])
+    scale = config["minute"] / 60.0
+    if config["redis"]:
+        from tierwise.guards.redis_limits import RedisLimitBackend
+
+        backend = RedisLimitBackend(config["redis"], prefix=config["tag"], time_scale=scale)
+        limiter = RateLimiter(backend, time_scale=scale)
+    else:
+        limiter = RateLimiter(time_scale=scale)
+    router = ModelRouter(bench_settings(config["url"], catalog, timeout=10.0),
+                         policy=Policy(mode="free_first", max_tier="paid"),
+                         snapshot=Snapshot.everything(catalog), limiter=limiter, ledger=None)
+
+    async def call() -> bool:
+        try:
+            await router.ainvoke(OPERATION, MESSAGES, max_wait=0.0)
+        except Exception:  # noqa: BLE001 - counted, the benchmark goes on
+            return False
+        return True
+
+    async def main() -> int:
+        for spec in catalog:
+            router.factory.chat_model(spec)  # clients for this loop before the first permit
+        print("ready", flush=True)
+        start = float(await asyncio.to_thread(sys.stdin.readline))
+        failed = 0
+        for wave in range(config["waves"]):
+            await asyncio.sleep(max(0.0, start + wave * GAP * config["minute"] - time.time()))
+            done = await asyncio.gather(*(call() for _ in range(config["calls"])))
+            failed += done.count(False)
+        return failed
+
+    print(json.dumps({"failed": asyncio.run(main())}), flush=True)
+
+
+def scenario(tags: list[str], w: Workload) -> dict[str, Any]:
+    """The simulator's limits: each run's own copies of the free models (fresh windows)."""
+    return {"limit": [{"model": name, "rpm": rpm, "window_scale": w.scale}
+                      for tag in tags for name, rpm in _models(tag)[0].items()]}
+
+
+def measure(url: str, w: Workload, tag: str, shared: bool) -> Outcome:
+    """Run ``w.workers`` worker processes on ``tag``'s models; count from the simulator's log."""
+    config = {"url": url, "tag": tag, "redis": REDIS if shared else "", "calls": w.calls,
+              "waves": w.waves, "minute": w.minute}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--worker", json.dumps(config)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(w.workers)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        start = time.time() + 0.5
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(f"{start}\n")
+            p.stdin.flush()
+        failed = sum(json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1])["failed"]
+                     for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    free, paid = _models(tag)
+    records = [r for r in httpx.get(url + "/_sim/requests", timeout=30).json()
+               if r["model"] in free or r["model"] == paid]
+    first = min((r["time"] for r in records), default=0.0)
+    span = max((r["time"] for r in records), default=0.0) - first
+    limited = [r for r in records if str(r["outcome"]).startswith("limit:")]
+    return Outcome(
+        capacity=sum(rpm for _, rpm in FREE) * max(w.waves, math.ceil(span / w.minute)),
+        rejected=len(limited),
+        rejected_late=sum(1 for r in limited if r["time"] - first >= w.minute),
+        free=sum(1 for r in records if r["model"] in free and r["outcome"] == "ok"),
+        paid=sum(1 for r in records if r["model"] == paid and r["outcome"] == "ok"),
+        failed=failed,
+    )
+
+
+def permit_round_trip(n: int) -> tuple[float, float]:
+    """Median ms of one permit + settle on the async path: Redis, then in-process."""
+    from tierwise.guards.limits import RateLimiter
+    from tierwise.guards.redis_limits import RedisLimitBackend
+
+    async def timed(limiter: RateLimiter, drain: Any) -> float:
+        limiter.configure("m", Limits(rpm=10 * n, tpm=10**9))
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            permit = await limiter.atry_acquire("m", 100)
+            assert permit
+            permit.settle(80)
+            if drain is not None:
+                await drain()  # the settle's round trip too (it does not delay the call)
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples) * 1e3
+
+    backend = RedisLimitBackend(REDIS, prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    redis_ms = asyncio.run(timed(RateLimiter(backend), backend.drain))
+    local_ms = asyncio.run(timed(RateLimiter(), None))
+    return redis_ms, local_ms
+
+
+def run(options: Options) -> Section:
+    section = Section(NAME, TITLE)
+    w = QUICK if options.quick else FULL
+    from tierwise.guards.redis_limits import RedisLimitBackend
+
+    problem = RedisLimitBackend(REDIS).ping()
+    if problem:
+        section.notes.append(f"skipped: Redis at {REDIS} is not reachable ({problem})")
+        return section
+    tags = [f"redis-{uuid.uuid4().hex[:8]}", f"local-{uuid.uuid4().hex[:8]}"]
+    with simulator(scenario(tags, w), in_process=False) as url:
+        shared = measure(url, w, tags[0], shared=True)
+        local = measure(url, w, tags[1], shared=False)
+    redis_ms, local_ms = permit_round_trip(options.pick(500, 100))
+    def both(field: str, render: Any = str) -> str:
+        return (f"shared Redis: {render(getattr(shared, field))}; "
+                f"in-process: {render(getattr(local, field))}")
+
+    def used(o: Outcome) -> str:
+        return f"{o.free} of {o.capacity} = {100.0 * o.free / o.capacity:.0f} %"
+
+    section.rows += [
+        Row(f"{w.workers} processes × {w.calls} concurrent calls × {w.waves} waves; free RPM "
+            f"{'+'.join(str(r) for _, r in FREE)}: provider 429s, total",
+            both("rejected")),
+        Row("provider 429s after the first window", both("rejected_late"),
+            target="Redis 0", met=shared.rejected_late == 0),
+        Row("free capacity used (Σ RPM × windows the run spanned)",
+            f"shared Redis: {used(shared)}; in-process: {used(local)}",
+            target="Redis ≥ 95 %", met=shared.free >= 0.95 * shared.capacity),
+        Row("paid calls (floor: calls − free capacity); calls that failed",
+            f"shared Redis: {shared.paid} (floor {w.requests - shared.capacity}); in-process: "
+            f"{local.paid} (floor {w.requests - local.capacity}); failed "
+            f"{shared.failed} / {local.failed}",
+            target="Redis at the floor", met=shared.paid <= w.requests - shared.capacity),
+        Row("permit + settle per routed call, async path (median)",
+            f"Redis {redis_ms:.2f} ms; in-process {local_ms:.3f} ms"),
+    ]
+    section.notes += [
+        f"A simulated minute lasts {w.minute:g} s; waves start {GAP:g} windows apart. On a "
+        "loaded machine a wave can outlast its window, so the free capacity is counted "
+        "over the windows the run's requests actually spanned. Workers are separate "
+        "processes started and warmed (imports, clients) before a common start time; "
+        "each routes free_first with max_wait=0 (a model without a permit is skipped, "
+        "the paid one is last).",
+        "In-process state: every process believes it has each free model's whole RPM; the "
+        "provider refuses the excess with 429, and the router falls back from each.",
+        "A permit is granted before the provider counts its request, by a delay that a "
+        "loaded machine stretches to hundreds of ms; the Redis backend re-stamps each "
+        "request when it is settled, so its window never frees a slot before the provider's.",
+        "The permit figure includes the settle's round trip, which in a routed call runs "
+        "as a task while the answer is processed.",
+    ]
+    return section
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(json.loads(sys.argv[2]))
+    else:
+        from benchmarks.__main__ import main
+
+        sys.exit(main(["--only", NAME, *sys.argv[1:]]))

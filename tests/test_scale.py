@@ -1,0 +1,48 @@
+"""Several worker processes sharing one simulator that enforces limits, through real Redis.
+
+With the rate limits in Redis the processes together never exceed a free model's RPM, so
+the provider refuses nothing after the first window; each process on its own windows
+oversubscribes and earns 429s. Runs ``benchmarks.scale``'s real worker subprocesses on a
+small workload (a 3 s minute leaves room for a loaded machine's delays).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+redis = pytest.importorskip("redis", reason="redis-py is the scale extra")
+
+from benchmarks.router_overhead import simulator  # noqa: E402
+from benchmarks.scale import FREE, REDIS, Workload, measure, scenario  # noqa: E402
+
+
+def _unreachable() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS, socket_connect_timeout=0.5).ping()
+    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
+        return f"Redis at {REDIS} is not reachable ({exc})"
+    return None
+
+
+@pytest.mark.skipif(bool(_unreachable()), reason=_unreachable() or "")
+@pytest.mark.timeout(300)
+def test_worker_processes_share_limits_through_redis() -> None:
+    w = Workload(workers=3, calls=8, waves=2, minute=3.0)
+    tags = [f"t-redis-{uuid.uuid4().hex[:8]}", f"t-local-{uuid.uuid4().hex[:8]}"]
+    with simulator(scenario(tags, w), in_process=False) as url:
+        shared = measure(url, w, tags[0], shared=True)
+        local = measure(url, w, tags[1], shared=False)
+    per_window = sum(rpm for _, rpm in FREE)
+    assert shared.failed == local.failed == 0
+    assert shared.rejected_late == 0, shared
+    assert shared.free + shared.paid == w.requests
+    assert shared.free >= per_window * w.waves * 0.95, shared  # the free capacity is used
+    assert local.rejected > 0, local  # each process alone oversubscribes the provider
+    try:
+        client = redis.Redis.from_url(REDIS)
+        for key in client.scan_iter(match=f"{{{tags[0]}}}:*"):
+            client.delete(key)
+    except redis.RedisError:
+        pass
