@@ -144,7 +144,7 @@ def test_routing_quality_scores_a_labelled_file_with_a_saved_router(tmp_path: Pa
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "| router   | APGR  | CPT(50%) | CPT(80%) |" in done.stdout
+    assert "| router    | APGR  | CPT(50%) | CPT(80%) |" in done.stdout
     names = {line.split("|")[1].strip() for line in done.stdout.splitlines() if line[:1] == "|"}
     assert {"learned", "random", "oracle"} <= names
 
