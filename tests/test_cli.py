@@ -475,3 +475,18 @@ def test_bad_state_url_is_one_readable_line(isolated: Path) -> None:
     lines = _error_lines(result)
     assert lines[0].startswith("error: ") and "state.postgres_url" in lines[0]
     assert "pw-not-real" not in result.output
+
+
+@pytest.mark.parametrize("port", ["5432", "1"], ids=["reachable", "down"])
+def test_doctor_checks_the_postgres_url_redacted(
+    monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    pytest.importorskip("psycopg", reason="psycopg is the scale extra")
+    monkeypatch.setenv("TIERWISE_POSTGRES_URL",
+                       f"postgresql://postgres:pw-not-real@127.0.0.1:{port}/test")
+    result = run("doctor")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "PostgreSQL" in out and "pw-not-real" not in result.output
+    if port == "1":
+        assert "OperationalError" in out and "cannot start" in out

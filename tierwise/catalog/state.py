@@ -3,10 +3,11 @@
 One machine needs nothing here: rate limits and breakers live in the process, the ledger
 and budgets in a SQLite file. Several processes (web workers, LangGraph Server replicas,
 parallel batch jobs) share one account's free quotas and money, so they must share that
-state too: ``redis_url`` moves the rate-limit windows into Redis, ``postgres_url`` names the
-PostgreSQL database LangGraph checkpoints are kept in. ``TIERWISE_REDIS_URL`` and
-``TIERWISE_POSTGRES_URL`` override the file, as credentials do, because a URL may carry a
-password and deployments inject those through the environment.
+state too: ``redis_url`` moves the rate-limit windows into Redis; ``postgres_url`` names the
+PostgreSQL database for LangGraph checkpoints (pass it to
+:func:`tierwise.graphs.checkpoint.postgres_checkpointer`; ``tierwise doctor`` checks it).
+``TIERWISE_REDIS_URL`` and ``TIERWISE_POSTGRES_URL`` override the file, as credentials do,
+because a URL may carry a password and deployments inject those through the environment.
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ import importlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-__all__ = ["TIERWISE_TYPES", "serializer", "sqlite_checkpointer"]
+__all__ = ["TIERWISE_TYPES", "postgres_checkpointer", "serializer", "sqlite_checkpointer"]
 
 #: (module, class) of every type a tierwise graph state may hold.
 TIERWISE_TYPES: tuple[tuple[str, str], ...] = (
@@ -76,3 +77,31 @@ async def sqlite_checkpointer(
         saver = AsyncSqliteSaver(conn, serde=serializer(extra_types))
         await saver.setup()
         yield saver
+
+
+@asynccontextmanager
+async def postgres_checkpointer(
+    url: str, *, extra_types: Iterable[type] = (), max_size: int = 4
+) -> AsyncIterator[AsyncPostgresSaver]:
+    """LangGraph's ``AsyncPostgresSaver`` on a psycopg 3 pool, with tierwise's serializer.
+
+    Several processes (app workers, LangGraph Server replicas) resume each other's threads
+    from one database; the pool's connections are async, so the loop never blocks. The
+    tables are created on first use (``setup()``, idempotent). Connections use the settings
+    LangGraph's saver needs: autocommit, no prepared statements, rows as dicts.
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, max_size=max_size, open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    )
+    await pool.open(wait=True, timeout=10.0)
+    try:
+        saver = AsyncPostgresSaver(pool, serde=serializer(extra_types))
+        await saver.setup()
+        yield saver
+    finally:
+        await pool.close()

@@ -52,7 +52,24 @@ def state_backends(settings: Settings) -> list[StateBackend]:
         rows.append(_redis_row(url))
     rows.append(StateBackend("circuit breakers", "in-process"))
     rows.append(StateBackend("budgets, ledger", "SQLite ledger file"))
+    if settings.state.postgres_url is not None:
+        rows.append(_postgres_row(settings.state.postgres_url))
     return rows
+
+
+def _postgres_row(url: str) -> StateBackend:
+    kind, shown = "graph checkpoints (postgres_checkpointer)", f"PostgreSQL {redact_url(url)}"
+    try:
+        import psycopg
+    except ImportError:
+        return StateBackend(kind, shown, "psycopg is not installed",
+                            'pip install "tierwise[scale]"')
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error as exc:
+        return StateBackend(kind, shown, redact_url(f"{type(exc).__name__}: {exc}".strip()),
+                            "checkpointed graphs cannot start")
+    return StateBackend(kind, shown)
 
 
 def _redis_row(url: str) -> StateBackend:
