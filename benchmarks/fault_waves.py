@@ -94,8 +94,8 @@ def pipelines(sim: Simulator, fault: float, seed: int, n: int) -> None:
     }})
     settings = dataclasses.replace(base, catalog=catalog)
     hosted = [s for s in catalog if s.provider not in (Provider.EMBEDDED, Provider.OLLAMA)]
-    for spec in hosted:
-        sim.script(spec, Fault.server_error(503), fraction=fault, seed=seed)
+    for i, spec in enumerate(hosted):  # independent draws per model
+        sim.script(spec, Fault.server_error(503), fraction=fault, seed=seed * 1000 + i)
     router = ModelRouter(settings, policy=Policy(mode="free_first", max_tier="free"),
                          snapshot=_hosted_only(catalog), ledger=None)
     graph = build_instruction_pipeline(router=router)
@@ -118,8 +118,10 @@ def pipelines(sim: Simulator, fault: float, seed: int, n: int) -> None:
     print(f"pipelines ({fault:.0%} 503s on every hosted model): {n - len(failed)}/{n} "
           f"answered in {wall:.1f} s; simulator: {len(sent)} requests, "
           f"{sum(r.status == 503 for r in sent)} answered 503")
-    for exc in failed[:3]:
+    for exc in failed[:2]:
         print(f"  unanswered: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        for a in getattr(exc, "attempts", ())[:6]:
+            print(f"    {a.model} {a.failure} sent={a.sent} {a.detail[:90]}")
 
 
 def _hosted_only(catalog: Catalog) -> Snapshot:

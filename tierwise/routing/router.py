@@ -324,18 +324,18 @@ class ModelRouter:
         def then() -> Iterator[ModelSpec]:
             """The chain, then at most one extra attempt rather than failing outright.
 
-            A transient failure (5xx, timeout) of the last candidate is retried once after
-            a jittered pause; when nothing could be sent because every candidate is cooling,
+            The most recent transient failure (5xx, timeout) is retried once after a
+            jittered pause; when nothing could be sent because every candidate is cooling,
             the one that failed least recently gets one attempt (issue 14).
             """
             nonlocal forced, retrying
             yield from candidates
             sent = [a for a in attempts if a.sent]
-            last = sent[-1] if sent else None
-            if last is not None and last.failure in _TRANSIENT:
+            last = next((a for a in reversed(sent) if a.failure in _TRANSIENT), None)
+            if last is not None:  # the most recent transient failure: the likeliest answer
                 forced, retrying = last.model, True
                 yield self.settings.catalog.spec(last.model)
-            elif last is None:
+            elif not sent:
                 spare = self.health.last_resort(cooled or self._cooling(request, policy))
                 if spare is not None:
                     forced = spare
