@@ -103,15 +103,7 @@ def test_the_checker_finds_a_cycle() -> None:
 
 #: Cycles known and not yet broken, each with why it is still here. The test fails when
 #: a new cycle appears *and* when a listed one is gone (so the list only shrinks).
-KNOWN: list[list[str]] = [
-    # LearnedRouter's save/load and share calibration defer to router_file and
-    # calibration, which take a LearnedRouter (typed under TYPE_CHECKING).
-    [
-        "tierwise.learning.calibration",
-        "tierwise.learning.learned_router",
-        "tierwise.learning.router_file",
-    ],
-]
+KNOWN: list[list[str]] = []
 
 
 def test_the_package_has_no_import_cycle() -> None:

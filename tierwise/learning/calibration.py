@@ -10,19 +10,38 @@ falls as ``lam`` grows, so a bisection finds the ``lam`` for a share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from tierwise.learning.features import FloatArray
 
-if TYPE_CHECKING:
-    from tierwise.learning.learned_router import LearnedRouter
-
-__all__ = ["lam_for_share", "strong_share"]
+__all__ = ["Calibrated", "lam_for_share", "strong_share"]
 
 
-def _calibration_matrix(router: LearnedRouter, keys: Sequence[str]) -> FloatArray:
+class Calibrated(Protocol):
+    """What calibration reads of a router: its heads' keys, its sample and its priors.
+
+    A protocol rather than the router class, so that the router can import this module
+    and not the other way round.
+    """
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The models the router has heads for, in column order."""
+        ...
+
+    @property
+    def calibration(self) -> FloatArray:
+        """Predicted success per calibration row and head (NaN where unknown)."""
+        ...
+
+    def prior(self, key: str) -> float:
+        """The success rate assumed for ``key`` where no head predicts it."""
+        ...
+
+
+def _calibration_matrix(router: Calibrated, keys: Sequence[str]) -> FloatArray:
     index = {k: j for j, k in enumerate(router.keys)}
     columns = []
     for key in keys:
@@ -35,7 +54,7 @@ def _calibration_matrix(router: LearnedRouter, keys: Sequence[str]) -> FloatArra
 
 
 def strong_share(
-    router: LearnedRouter, lam: float, candidates: Sequence[tuple[str, float]]
+    router: Calibrated, lam: float, candidates: Sequence[tuple[str, float]]
 ) -> float:
     """Share of the calibration sample that ``choose`` sends to the costliest candidate."""
     keys = [k for k, _ in candidates]
@@ -45,7 +64,7 @@ def strong_share(
 
 
 def lam_for_share(
-    router: LearnedRouter, share: float, candidates: Sequence[tuple[str, float]]
+    router: Calibrated, share: float, candidates: Sequence[tuple[str, float]]
 ) -> float:
     """The ``lam`` at which the costliest candidate gets ``share`` of the calls.
 

@@ -37,6 +37,8 @@ from typing import Self
 
 import numpy as np
 
+from tierwise.learning import calibration as share_calibration
+from tierwise.learning import router_file
 from tierwise.learning.features import (
     DEFAULT_BUCKETS,
     LENGTH_BINS,
@@ -547,26 +549,20 @@ class LearnedRouter:
     # ------------------------------------------------------------------ calibration
     def strong_share(self, lam: float, candidates: Sequence[tuple[str, float]]) -> float:
         """Share of the calibration sample that :meth:`choose` sends to the costliest one."""
-        from tierwise.learning.calibration import strong_share
-
-        return strong_share(self, lam, candidates)
+        return share_calibration.strong_share(self, lam, candidates)
 
     def lam_for_share(self, strong_share: float, candidates: Sequence[tuple[str, float]]) -> float:
         """The ``lam`` giving the costliest candidate ``strong_share`` of the calls.
 
         See :func:`tierwise.learning.calibration.lam_for_share`.
         """
-        from tierwise.learning.calibration import lam_for_share
-
-        return lam_for_share(self, strong_share, candidates)
+        return share_calibration.lam_for_share(self, strong_share, candidates)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the router to one ``.npz`` file (see :mod:`tierwise.learning.router_file`)."""
-        from tierwise.learning.router_file import save
-
         self._require_trained()
-        return save(self, path)
+        return router_file.save(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
@@ -576,9 +572,7 @@ class LearnedRouter:
             ValueError: The file is missing, unreadable or not a tierwise router (the
                 message names the file and the problem).
         """
-        from tierwise.learning.router_file import load
-
-        return load(path)
+        return router_file.load(path, cls)
 
     def _require_trained(self) -> None:
         if not self.keys:

@@ -9,17 +9,52 @@ the largest IDF) and its guard floors are off.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from tierwise.learning.features import LENGTH_BINS
+from tierwise.learning.features import LENGTH_BINS, FloatArray
 
-if TYPE_CHECKING:
-    from tierwise.learning.learned_router import LearnedRouter
+__all__ = ["FORMAT", "FORMATS", "RouterState", "load", "save"]
 
-__all__ = ["FORMAT", "FORMATS", "load", "save"]
+
+class RouterState(Protocol):
+    """The router's persisted state, as this module reads and writes it.
+
+    A protocol rather than the router class, so that the router can import this module
+    and not the other way round.
+    """
+
+    keys: tuple[str, ...]
+    priors: dict[str, float]
+    buckets: int
+    l2: float
+    epochs: int
+    learning_rate: float
+    seed: int
+    trained_rows: int
+    dimensions: int
+    clusters: int
+    semantic_weight: float
+    margin: float
+    coverage_floor: float
+    similarity_floor: float
+    idf: FloatArray
+    weights: FloatArray
+    bias: FloatArray
+    calibration: FloatArray
+    seen: Any
+    centroids: FloatArray
+
+    @property
+    def width(self) -> int:
+        """Rows of ``weights``: n-gram buckets, length bins, semantic columns, clusters."""
+        ...
+
+
+State = TypeVar("State", bound=RouterState)
 
 FORMAT = "tierwise.learned-router/2"
 """The ``format`` field written by :func:`save`."""
@@ -28,7 +63,7 @@ FORMATS = ("tierwise.learned-router/1", FORMAT)
 _ARRAYS = {"meta", "idf", "used", "weights", "bias", "calibration"}
 
 
-def save(router: LearnedRouter, path: str | Path) -> Path:
+def save(router: RouterState, path: str | Path) -> Path:
     """Write ``router``; only the weight rows that some head uses are stored.
 
     Returns:
@@ -79,7 +114,7 @@ def _read(source: Path) -> dict[str, Any]:
         raise ValueError(f"{source}: not a readable .npz router file ({error})") from None
 
 
-def load(path: str | Path) -> LearnedRouter:
+def load(path: str | Path, new: Callable[..., State]) -> State:
     """Read a router written by :func:`save` (format 1 or 2).
 
     Raises:
@@ -87,8 +122,6 @@ def load(path: str | Path) -> LearnedRouter:
             tierwise router of a known format (the message names the file and the
             problem).
     """
-    from tierwise.learning.learned_router import LearnedRouter
-
     source = Path(path)
     arrays = _read(source)
     missing = _ARRAYS - set(arrays)
@@ -102,7 +135,7 @@ def load(path: str | Path) -> LearnedRouter:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{source}: format {found!r} is not one of {list(FORMATS)}")
     try:
-        router = LearnedRouter(
+        router = new(
             buckets=int(meta["buckets"]),
             l2=float(meta["l2"]),
             epochs=int(meta["epochs"]),
