@@ -691,6 +691,7 @@ def test_no_model_available_lists_every_attempt_without_keys(
         ("gemini-free", FailureKind.UNAVAILABLE, True),
         ("ollama-local", FailureKind.INVALID_OUTPUT, True),
         ("or-paid", FailureKind.AUTH, False),  # its provider rejected the key: not sent
+        ("gemini-free", FailureKind.UNAVAILABLE, True),  # the last 5xx, retried once
     ]
     assert rig.sent("or-paid") == []
     assert "every candidate failed" in text

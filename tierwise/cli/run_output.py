@@ -26,7 +26,7 @@ GraphName = Literal["pipeline", "triage", "extraction"]
 
 
 def _short(value: Any, width: int = 200) -> str:
-    from tierwise.nodes.base import render
+    from tierwise.nodes.render import render
 
     text = " ".join(render(value).split())
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -26,7 +26,6 @@ for the answers they judge (:mod:`tierwise.nodes.feedback`).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from tierwise.ledger import Ledger
 from tierwise.nodes.context import RunContext
 from tierwise.nodes.ensembles import CombinerKind, combiner_for
 from tierwise.nodes.feedback import keep_features, record_escalation, record_judgement
+from tierwise.nodes.render import render, render_keys
 from tierwise.routing.default import default_router
 from tierwise.routing.ensemble import EnsembleResult, aensemble, ensemble
 from tierwise.routing.request import config_value
@@ -61,8 +61,6 @@ __all__ = [
     "ReportEntry",
     "escalation_floor",
     "latest_entry",
-    "render",
-    "render_keys",
     "resolve_model",
 ]
 
@@ -592,22 +590,3 @@ def _run_config(config: RunnableConfig, state: Mapping[str, Any]) -> RunnableCon
     if run_id is None:
         return config
     return {**config, "metadata": {**config.get("metadata", {}), "run_id": str(run_id)}}
-
-
-def render(value: Any) -> str:
-    """A state value as prompt text: pydantic models and containers as compact JSON."""
-    if value is None:
-        return "(none)"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json(exclude_none=True)
-    try:
-        return json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def render_keys(state: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """``key: value`` lines for the ``keys`` present in ``state``."""
-    return "\n".join(f"{k}: {render(state[k])}" for k in keys if state.get(k) is not None)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tierwise.catalog.specs import TaskType
-from tierwise.nodes.base import ModelLike, OperationNode, render
+from tierwise.nodes.base import ModelLike, OperationNode
+from tierwise.nodes.render import render
 from tierwise.prompts.instruction_routing import ROUTE
 
 __all__ = ["Route", "RouteDecision", "RoutingNode", "instruction_routing_node"]

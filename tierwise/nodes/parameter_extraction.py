@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tierwise.catalog.specs import TaskType
-from tierwise.nodes.base import ModelLike, OperationNode, render
+from tierwise.nodes.base import ModelLike, OperationNode
+from tierwise.nodes.render import render
 from tierwise.prompts.parameter_extraction import EXTRACT
 
 __all__ = ["ExtractionNode", "Parameter", "Parameters", "parameter_extraction_node"]

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tierwise.catalog.specs import TaskType
-from tierwise.nodes.base import ModelLike, OperationNode, render, render_keys
+from tierwise.nodes.base import ModelLike, OperationNode
+from tierwise.nodes.render import render, render_keys
 from tierwise.prompts.rationale_generation import EXPLAIN
 
 __all__ = ["Rationale", "RationaleNode", "rationale_generation_node"]

@@ -19,7 +19,8 @@ from langgraph.config import get_stream_writer
 from pydantic import BaseModel, Field
 
 from tierwise.catalog.specs import TaskType
-from tierwise.nodes.base import ModelLike, OperationNode, render
+from tierwise.nodes.base import ModelLike, OperationNode
+from tierwise.nodes.render import render
 from tierwise.prompts.tool_use_formatting import FORMAT_TOOL_CALL
 
 __all__ = [

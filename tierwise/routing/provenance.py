@@ -1,17 +1,25 @@
-"""What a routed call tells others: one ledger row per attempt, and metadata for tracers."""
+"""What a routed call tells others: one ledger row per attempt, and metadata for tracers.
+
+Rows go to the ledger the router was given, else to the process's shared default ledger.
+"""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Callable
 
 from langchain_core.runnables import RunnableConfig
 
 from tierwise.catalog.policy import Policy
+from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import ModelSpec
-from tierwise.ledger import Attempt, Ledger, LedgerRow
+from tierwise.ledger import Attempt, Ledger, LedgerError, LedgerRow, shared_ledger
 from tierwise.routing.request import RouteRequest, config_value
 
-__all__ = ["recorder", "run_config"]
+__all__ = ["default_ledger", "recorder", "run_config"]
+
+logger = logging.getLogger(__name__)
 
 
 def recorder(
@@ -62,3 +70,18 @@ def run_config(
         metadata["tierwise_steering"] = steering
     tags = [*base.get("tags", []), f"tierwise:{spec.tier.value}"]
     return {**base, "metadata": metadata, "tags": tags}
+
+
+def default_ledger(settings: Settings) -> Ledger | None:
+    """The shared ledger a router records into by default; ``None`` if it cannot be opened.
+
+    A library must not refuse to route because a home directory is read-only or a ledger
+    file is damaged: the router then keeps no record (day caps and quotas need one) and
+    says so once, as a warning.
+    """
+    try:
+        return shared_ledger(settings.ledger)
+    except (OSError, sqlite3.Error, LedgerError) as exc:
+        logger.warning("tierwise: no ledger, calls are not recorded and day caps are not "
+                       "enforced: %s (set TIERWISE_LEDGER to a writable file)", exc)
+        return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import replace
@@ -45,8 +44,6 @@ from tierwise.guards.shared import shared_limiter
 from tierwise.ledger import (
     Attempt,
     Ledger,
-    LedgerError,
-    shared_ledger,
 )
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
@@ -69,7 +66,7 @@ from tierwise.routing.drivers import (
     last,
 )
 from tierwise.routing.prepared import RunnableCache
-from tierwise.routing.provenance import recorder, run_config
+from tierwise.routing.provenance import default_ledger, recorder, run_config
 from tierwise.routing.request import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     RouteOptions,
@@ -92,21 +89,6 @@ from tierwise.routing.verdicts import judge, refused, repairable
 __all__ = ["ModelRouter"]
 
 logger = logging.getLogger(__name__)
-
-
-def _default_ledger(settings: Settings) -> Ledger | None:
-    """The shared ledger a router records into by default; ``None`` if it cannot be opened.
-
-    A library must not refuse to route because a home directory is read-only or a ledger
-    file is damaged: the router then keeps no record (day caps and quotas need one) and
-    says so once, as a warning.
-    """
-    try:
-        return shared_ledger(settings.ledger)
-    except (OSError, sqlite3.Error, LedgerError) as exc:
-        logger.warning("tierwise: no ledger, calls are not recorded and day caps are not "
-                       "enforced: %s (set TIERWISE_LEDGER to a writable file)", exc)
-        return None
 
 
 #: Failures worth one more try of the last candidate: the next request may well succeed.
@@ -191,7 +173,7 @@ class ModelRouter:
             self.limiter.configure(spec.key, spec.limits)
         self._runnables = RunnableCache()
         self._redact = self.settings.credentials.redact
-        self.ledger = _default_ledger(self.settings) if ledger == "default" else ledger
+        self.ledger = default_ledger(self.settings) if ledger == "default" else ledger
         self.budget = BudgetGuard(self.ledger)
         self.quota = DailyQuota(self.ledger)
         #: What is usable now; ``tierwise route`` and ``doctor`` build theirs the same way.
