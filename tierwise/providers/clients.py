@@ -194,6 +194,9 @@ class ProviderFactory:
             )
             return ChatOpenAI(
                 **pool,
+                # the pool langchain-openai builds for the other (sync or async) side honours
+                # the user's proxy variables instead of warning that its socket options don't
+                http_socket_options=(),
                 model=spec.model,
                 api_key=key,
                 base_url=base_url,
