@@ -23,11 +23,7 @@ SERVER_TOLERATES = (
 
 #: Blocking calls still made on the loop from these packages, each until its fix lands
 #: (then delete its line): path fragment → the work that moves them off the loop.
-PENDING_OFF_LOOP = {
-    # `tierwise run` drives one run per process on its own loop; nothing else waits on it,
-    # but its lazy imports and sync availability note should still move off the loop.
-    "/tierwise/cli/": "the CLI's lazy imports and availability note on its loop",
-}
+PENDING_OFF_LOOP: dict[str, str] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,6 +11,7 @@ checkpoint is saved, so the command it names always finds the thread.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import sys
@@ -34,6 +35,13 @@ from tierwise.cli.progress import AttemptWatcher, Progress
 from tierwise.cli.run_output import GRAPHS, GraphName, show
 from tierwise.cli.terminal import shown
 from tierwise.cli.tools import load_tools
+from tierwise.graphs import build_extraction, build_instruction_pipeline, build_triage
+from tierwise.graphs.checkpoint import sqlite_checkpointer
+from tierwise.guards.budget import BudgetExceeded
+from tierwise.nodes.context import RunContext
+from tierwise.providers.clients import probe
+from tierwise.routing.results import NoModelAvailable
+from tierwise.routing.router import ModelRouter
 
 __all__ = [
     "CHECKPOINTS_ENV",
@@ -109,8 +117,6 @@ def default_checkpoints_path() -> Path:
 
 
 def _build(graph: GraphName, router: Any, tools: list[Any], checkpointer: Any) -> Any:
-    from tierwise.graphs import build_extraction, build_instruction_pipeline, build_triage
-
     if graph == "triage":
         return build_triage(router=router, tools=tools, checkpointer=checkpointer)
     if graph == "extraction":
@@ -140,8 +146,6 @@ def _availability_note(settings: Settings) -> str | None:
 
     Raises :class:`RunFailed` when no provider at all can answer.
     """
-    from tierwise.providers.clients import probe
-
     statuses = probe(settings).statuses
     ready = {p for p, s in statuses.items() if s.ready}
     if ready - {Provider.EMBEDDED}:
@@ -177,8 +181,6 @@ async def execute(
     out: Printer,
 ) -> None:
     """Run (or resume, or show) the thread ``request`` names; raise :class:`RunFailed`."""
-    from tierwise.graphs.checkpoint import sqlite_checkpointer
-
     path = request.checkpoints or default_checkpoints_path()
     thread = request.thread
     async with AsyncExitStack() as stack:
@@ -207,11 +209,6 @@ async def _execute(
     ledger: Any,
     out: Printer,
 ) -> None:
-    from tierwise.guards.budget import BudgetExceeded
-    from tierwise.nodes.context import RunContext
-    from tierwise.routing.results import NoModelAvailable
-    from tierwise.routing.router import ModelRouter
-
     metadata: Mapping[str, Any] = stored.metadata if stored is not None else {}
     stored_graph, stored_tools = metadata.get(_GRAPH_KEY), metadata.get(_TOOLS_KEY) or None
     if stored is None and request.instruction is None:
@@ -228,11 +225,14 @@ async def _execute(
         raise RunFailed(f"thread {thread} was run by an unknown graph {graph_name!r}",
                         "start a new thread")
     tools_spec = request.tools or stored_tools
-    tools = load_tools(tools_spec) if tools_spec else []
 
-    note = _availability_note(settings)
-    router = ModelRouter(settings, policy=policy, ledger=ledger)
-    graph = _build(graph_name, router, tools, saver)
+    def prepare() -> tuple[str | None, Any]:  # files, the Ollama probe, the ledger: off the loop
+        tools = load_tools(tools_spec) if tools_spec else []
+        note = _availability_note(settings)
+        router = ModelRouter(settings, policy=policy, ledger=ledger)
+        return note, _build(graph_name, router, tools, saver)
+
+    note, graph = await asyncio.to_thread(prepare)
     config: dict[str, Any] = {
         "configurable": {"thread_id": thread},
         "metadata": {_GRAPH_KEY: graph_name, _TOOLS_KEY: tools_spec or ""},
