@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from tierwise.guards.budget import (
     Reservation,
 )
 from tierwise.ledger import DAY, Ledger, LedgerRow
-from tierwise.ledger.reservations import Reservations
+from tierwise.ledger.reservations import HoldsUnavailable, Reservations
 from tierwise.providers.failures import FailureKind, classify
 
 TODAY = 20_000 * DAY  # a UTC midnight
@@ -214,7 +213,7 @@ def test_an_unreadable_ledger_refuses_paid_calls(
     ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*_: Any, **__: Any) -> Any:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise HoldsUnavailable("disk I/O error")
 
     monkeypatch.setattr(Reservations, "hold", broken)
     monkeypatch.setattr(ledger, "requests", broken)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,7 +45,7 @@ from typing import Any, ClassVar, Final
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import ModelSpec
 from tierwise.ledger import DAY, Ledger, day_start
-from tierwise.ledger.reservations import Held, Reservations
+from tierwise.ledger.reservations import Held, HoldId, HoldStore, HoldsUnavailable
 from tierwise.providers.failures import FailureKind
 
 logger = logging.getLogger(__name__)
@@ -162,8 +161,19 @@ class BudgetExceeded(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Keyword arguments survive pickling (process pools, checkpoints)."""
-        return (_rebuild, (self.cap, self.limit, self.spent, self.estimate, self.model,
-                           self.retry_after, self.note, self.held))
+        return (
+            _rebuild,
+            (
+                self.cap,
+                self.limit,
+                self.spent,
+                self.estimate,
+                self.model,
+                self.retry_after,
+                self.note,
+                self.held,
+            ),
+        )
 
 
 def _rebuild(
@@ -177,8 +187,14 @@ def _rebuild(
     held: float = 0.0,
 ) -> BudgetExceeded:
     return BudgetExceeded(
-        cap, limit=limit, spent=spent, estimate=estimate, model=model,
-        retry_after=retry_after, note=note, held=held,
+        cap,
+        limit=limit,
+        spent=spent,
+        estimate=estimate,
+        model=model,
+        retry_after=retry_after,
+        note=note,
+        held=held,
     )
 
 
@@ -223,7 +239,7 @@ class Reservation:
         amount: float,
         max_tokens: int,
         *,
-        hold_id: int | None = None,
+        hold_id: HoldId | None = None,
         capped: bool = False,
     ) -> None:
         """Hold ``amount`` USD (row ``hold_id`` of the reservations table, if any)."""
@@ -272,22 +288,31 @@ class BudgetGuard:
         ('per_call', 0.01)
     """
 
-    def __init__(self, ledger: Ledger | None, clock: Callable[[], float] = time.time) -> None:
-        """Read spend from ``ledger``; tell the day from ``clock``."""
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        clock: Callable[[], float] = time.time,
+        *,
+        holds: HoldStore | None = None,
+    ) -> None:
+        """Read spend from ``ledger``; tell the day from ``clock``; hold in ``holds``.
+
+        ``holds`` defaults to the ledger's own store (:meth:`Ledger.holds`): the same
+        database the spend is read from, so a hold and the spend it is checked against
+        are read in one transaction.
+        """
         self.ledger = ledger
         self.clock = clock
-        self._reservations: Reservations | None = None
+        self._reservations: HoldStore | None = holds
         self._lock = threading.Lock()
 
     @property
-    def reservations(self) -> Reservations | None:
-        """The ledger file's holds of calls in flight (``None`` without a ledger)."""
+    def reservations(self) -> HoldStore | None:
+        """Where holds of calls in flight live (``None`` without a ledger)."""
         if self._reservations is None and self.ledger is not None:
             with self._lock:
                 if self._reservations is None:
-                    self._reservations = Reservations(
-                        self.ledger.path, busy_timeout=self.ledger.busy_timeout
-                    )
+                    self._reservations = self.ledger.holds()
         return self._reservations
 
     def check(
@@ -307,7 +332,10 @@ class BudgetGuard:
         if refusal is not None or not self._ledger_caps(spec, policy, run_id):
             return refusal
         result = self._transaction(
-            spec, policy, run_id, estimated_cost,
+            spec,
+            policy,
+            run_id,
+            estimated_cost,
             lambda left: (True if estimated_cost <= left + _EPSILON else None, 0.0),
         )
         return result if isinstance(result, BudgetExceeded) else None
@@ -334,8 +362,10 @@ class BudgetGuard:
         """
         price = spec.price
         capped = self._ledger_caps(spec, policy, run_id) and price.output_per_mtok > 0
-        answer = max_tokens if max_tokens is not None else (
-            DEFAULT_ANSWER_TOKENS if capped else expected_tokens
+        answer = (
+            max_tokens
+            if max_tokens is not None
+            else (DEFAULT_ANSWER_TOKENS if capped else expected_tokens)
         )
         worst = price.cost(prompt_tokens, answer)
         _valid(worst)
@@ -396,9 +426,7 @@ class BudgetGuard:
         return result
 
     # ------------------------------------------------------------------ internals
-    def _per_call(
-        self, spec: ModelSpec, estimate: float, policy: Policy
-    ) -> BudgetExceeded | None:
+    def _per_call(self, spec: ModelSpec, estimate: float, policy: Policy) -> BudgetExceeded | None:
         limit = policy.max_cost_per_call
         if limit is not None and estimate > limit + _EPSILON:
             return BudgetExceeded("per_call", limit=limit, spent=0.0, estimate=estimate,
@@ -420,7 +448,7 @@ class BudgetGuard:
         run_id: str | None,
         estimate: float,
         fit: Callable[[float], tuple[Any, float]],
-    ) -> tuple[Any, int | None] | BudgetExceeded:
+    ) -> tuple[Any, HoldId | None] | BudgetExceeded:
         """In one ledger write transaction: what each cap leaves, ``fit``'s verdict, its hold.
 
         ``fit(left)`` gets the smallest amount any cap leaves and returns ``(verdict,
@@ -455,25 +483,38 @@ class BudgetGuard:
             left, cap, limit, found, retry_after = tightest
             verdict, amount = fit(left)
             if verdict is None:
-                refusal.append(BudgetExceeded(
-                    cap, limit=limit, spent=found.used, estimate=estimate, model=spec.key,
-                    retry_after=retry_after, held=found.held,
-                ))
+                refusal.append(
+                    BudgetExceeded(
+                        cap,
+                        limit=limit,
+                        spent=found.used,
+                        estimate=estimate,
+                        model=spec.key,
+                        retry_after=retry_after,
+                        held=found.held,
+                    )
+                )
             return verdict, amount
 
         try:
             ledger.flush()  # this process's recorded costs are committed, so they are read
             verdict, hold_id = reservations.hold(decide, provider=provider, run_id=run_id)
-        except sqlite3.Error as exc:
+        except HoldsUnavailable as exc:
             # Budgets must trip: a ledger that cannot be read refuses paid calls.
             cap, limit = caps[0][0], caps[0][1]
-            return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
-                                  model=spec.key, note=f"the ledger could not be read: {exc}")
+            return BudgetExceeded(
+                cap,
+                limit=limit,
+                spent=limit,
+                estimate=estimate,
+                model=spec.key,
+                note=f"the ledger could not be read: {exc}",
+            )
         if refusal:
             return refusal[0]
         return verdict, hold_id
 
-    def _release(self, hold_id: int) -> None:
+    def _release(self, hold_id: HoldId) -> None:
         """The call's cost is recorded: commit it, then drop the hold (never neither counts)."""
         ledger, reservations = self.ledger, self.reservations
         if ledger is None or reservations is None:
@@ -481,7 +522,7 @@ class BudgetGuard:
         try:
             ledger.flush()
             reservations.release(hold_id)
-        except sqlite3.Error:
+        except HoldsUnavailable:
             # The hold then counts until it expires: spend is over-, never under-counted.
             logger.warning("ledger %s: cannot release a budget hold", ledger.path,
                            exc_info=True)  # fmt: skip

@@ -13,6 +13,11 @@ A process that dies with holds in flight leaves rows behind; they stop counting 
 process is gone (same host, pid no longer alive) or, from another host, when they expire
 (``ttl`` after they were taken). The table is created on first use, like the evidence
 tables, so an older ledger needs no migration.
+
+:class:`HoldStore` is what :class:`~tierwise.guards.budget.BudgetGuard` needs from any
+place holds live (this file, PostgreSQL, Redis): every implementation takes a hold in one
+atomic step against what every process spent and holds, and raises
+:class:`HoldsUnavailable` when its store cannot answer, so budgets fail closed.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from tierwise.ledger.schema import connect, retry_busy
 
-__all__ = ["Held", "Reservations"]
+__all__ = ["DEFAULT_TTL", "Held", "HoldId", "HoldStore", "HoldsUnavailable", "Reservations"]
 
 _T = TypeVar("_T")
 
@@ -48,6 +53,13 @@ _SCHEMA: Final = (
 #: Seconds a hold counts at most, for holds of processes on other hosts that died.
 DEFAULT_TTL: Final = 900.0
 
+HoldId = int | str
+"""A hold's handle in its store (a row id, a key)."""
+
+
+class HoldsUnavailable(RuntimeError):
+    """The store of holds cannot be read or written now; paid calls under a cap are refused."""
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -60,6 +72,33 @@ class Held:
     def used(self) -> float:
         """Spent and held together: what a new hold must fit beside."""
         return self.spent + self.held
+
+
+class HoldStore(Protocol):
+    """Holds of calls in flight, shared by every process routing on the same money."""
+
+    def hold(
+        self,
+        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        *,
+        provider: str,
+        run_id: str | None,
+    ) -> tuple[_T, HoldId | None]:
+        """Atomically: ``decide`` from what is spent and held, then hold what it returns.
+
+        ``decide`` gets ``read(since, provider=None, run_id=None) -> Held`` and returns
+        ``(verdict, amount)``; no other process's hold can be taken between the reads and
+        this one. Zero holds nothing (``None`` id). Raises :class:`HoldsUnavailable`.
+        """
+        ...
+
+    def release(self, hold_id: HoldId) -> None:
+        """Drop a hold (its call's cost is committed). Raises :class:`HoldsUnavailable`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; holds stay until released or expired."""
+        ...
 
 
 class Reservations:
@@ -95,64 +134,73 @@ class Reservations:
         *,
         provider: str,
         run_id: str | None,
-    ) -> tuple[_T, int | None]:
-        """Run ``decide`` inside the write transaction; hold the amount it returns.
+    ) -> tuple[_T, HoldId | None]:
+        """:meth:`HoldStore.hold` in one ``BEGIN IMMEDIATE`` transaction.
 
-        ``decide`` gets ``read(since, provider=None, run_id=None) -> Held`` and returns
-        ``(verdict, amount)``; an amount above zero is inserted as a hold (its id is
-        returned with the verdict), zero holds nothing. Dead processes' holds are dropped
-        first.
+        Dead processes' holds are dropped first.
         """
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                now = _time.time()
-                self._expire(conn, now)
+                return self._hold(decide, provider, run_id)
+            except sqlite3.Error as exc:
+                raise HoldsUnavailable(f"{self.path}: {exc}") from exc
 
-                def read(
-                    since: float, provider: str | None = None, run_id: str | None = None
-                ) -> Held:
-                    where, params = "time >= ?", list[object]([since])
-                    hwhere, hparams = "1", list[object]()
-                    for column, value in (("provider", provider), ("run_id", run_id)):
-                        if value is not None:
-                            where += f" AND {column} = ?"
-                            hwhere += f" AND {column} = ?"
-                            params.append(value)
-                            hparams.append(value)
-                    spent = conn.execute(
-                        f"SELECT total(cost) FROM attempts WHERE {where}", params
-                    ).fetchone()[0]
-                    held = conn.execute(
-                        f"SELECT total(amount) FROM reservations WHERE {hwhere}", hparams
-                    ).fetchone()[0]
-                    return Held(float(spent), float(held))
+    def _hold(
+        self,
+        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        provider: str,
+        run_id: str | None,
+    ) -> tuple[_T, HoldId | None]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = _time.time()
+            self._expire(conn, now)
 
-                verdict, amount = decide(read)
-                hold_id: int | None = None
-                if amount > 0:
-                    cursor = conn.execute(
-                        "INSERT INTO reservations (amount, provider, run_id, pid, host, expires) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (float(amount), provider, run_id, os.getpid(), self._host, now + self.ttl),
-                    )
-                    hold_id = cursor.lastrowid
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            def read(since: float, provider: str | None = None, run_id: str | None = None) -> Held:
+                where, params = "time >= ?", list[object]([since])
+                hwhere, hparams = "1", list[object]()
+                for column, value in (("provider", provider), ("run_id", run_id)):
+                    if value is not None:
+                        where += f" AND {column} = ?"
+                        hwhere += f" AND {column} = ?"
+                        params.append(value)
+                        hparams.append(value)
+                spent = conn.execute(
+                    f"SELECT total(cost) FROM attempts WHERE {where}", params
+                ).fetchone()[0]
+                held = conn.execute(
+                    f"SELECT total(amount) FROM reservations WHERE {hwhere}", hparams
+                ).fetchone()[0]
+                return Held(float(spent), float(held))
+
+            verdict, amount = decide(read)
+            hold_id: int | None = None
+            if amount > 0:
+                cursor = conn.execute(
+                    "INSERT INTO reservations (amount, provider, run_id, pid, host, expires) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (float(amount), provider, run_id, os.getpid(), self._host, now + self.ttl),
+                )
+                hold_id = cursor.lastrowid
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         return verdict, hold_id
 
-    def release(self, hold_id: int) -> None:
+    def release(self, hold_id: HoldId) -> None:
         """Drop hold ``hold_id`` (its call's cost must be committed by now)."""
         with self._lock:
-            conn = self._connection()
-            retry_busy(
-                lambda: conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,)),
-                self.busy_timeout,
-            )
+            try:
+                conn = self._connection()
+                retry_busy(
+                    lambda: conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,)),
+                    self.busy_timeout,
+                )
+            except sqlite3.Error as exc:
+                raise HoldsUnavailable(f"{self.path}: {exc}") from exc
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
         """Drop holds past their expiry, and this host's holds whose process is gone."""

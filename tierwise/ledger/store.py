@@ -59,6 +59,7 @@ from tierwise.ledger import queries
 from tierwise.ledger.evidence import EvidenceStore
 from tierwise.ledger.journal import Journal, recover_journals
 from tierwise.ledger.queries import Health, ModelStats, Performance
+from tierwise.ledger.reservations import HoldStore, Reservations
 from tierwise.ledger.rows import LedgerRow, journal_body
 from tierwise.ledger.schema import LedgerError, commit, connect
 from tierwise.ledger.totals import Tally, answered_tally, requests_tally, spent_tally
@@ -186,6 +187,10 @@ class Ledger:
         if self._evidence is None:
             self._evidence = EvidenceStore(self.path, busy_timeout=self.busy_timeout)
         return self._evidence
+
+    def holds(self) -> HoldStore:
+        """A store of budget holds in this file, on a connection of its own (see budgets)."""
+        return Reservations(self.path, busy_timeout=self.busy_timeout)
 
     def __repr__(self) -> str:
         """``Ledger('/path/ledger.sqlite3')``."""
