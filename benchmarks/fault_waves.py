@@ -120,7 +120,7 @@ def pipelines(sim: Simulator, fault: float, seed: int, n: int) -> None:
           f"{sum(r.status == 503 for r in sent)} answered 503")
     for exc in failed[:2]:
         print(f"  unanswered: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-        for a in getattr(exc, "attempts", ())[:6]:
+        for a in getattr(exc, "attempts", ())[:8]:
             print(f"    {a.model} {a.failure} sent={a.sent} {a.detail[:90]}")
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
@@ -58,6 +59,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "or-small": {"provider": "openrouter", "model": "vendor/small:free", "context_window": 8192},
     "groq-small": {"provider": "groq", "model": "small-groq", "context_window": 8192},
     "gemini-large": {"provider": "gemini", "model": "gemini-large", "context_window": 1048576},
+    "hf-json": {
+        "provider": "huggingface", "model": "vendor/json-mode", "structured_output": "json_mode",
+    },
     "or-paid": {
         "provider": "openrouter",
         "model": "vendor/paid",
@@ -511,6 +515,26 @@ def test_a_failed_repair_moves_on_and_there_is_only_one(
     assert len(rig.sent(primary)) == 2
 
 
+def test_a_json_mode_model_is_told_the_schema(simulator: Simulator) -> None:
+    """JSON mode guarantees JSON, not keys: the schema goes into the system message."""
+    rig = make_rig(simulator, "hf-json")
+
+    result = rig.router().invoke(
+        "parameter_extraction",
+        [SystemMessage("You extract."), HumanMessage("Extract: n is 2.")],
+        schema=Answer,
+    )
+
+    assert result.value == Answer(answer="sim", n=0)  # the simulator answers the stated schema
+    [request] = rig.sent("hf-json")
+    assert request.body["response_format"] == {"type": "json_object"}
+    system = request.body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("You extract.")
+    stated = json.loads(system["content"].split("\n")[-1])
+    assert stated["required"] == ["answer", "n"]
+    assert len(request.body["messages"]) == 2  # stated in the system turn, not a new one
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_truncated_structured_answer_is_not_repaired(simulator: Simulator, protocol: str) -> None:
     """A repair re-asks for a schema; a model that stopped mid-answer just fails."""
@@ -714,8 +738,10 @@ def test_no_model_available_never_shows_the_configured_keys(simulator: Simulator
 
     assert "sim-openrouter" not in str(caught.value)
     assert "sim-groq" not in str(caught.value)
-    # the last candidate's 503 is retried once (jittered) before giving up
-    assert [a.model for a in caught.value.attempts] == ["or-free", "groq-free", "groq-free"]
+    # each 5xx is retried once (jittered), the most recent first, before giving up
+    assert [a.model for a in caught.value.attempts] == [
+        "or-free", "groq-free", "groq-free", "or-free",
+    ]
 
 
 def test_no_candidate_at_all_says_so(simulator: Simulator) -> None:

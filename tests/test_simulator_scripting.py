@@ -156,6 +156,10 @@ def test_json_mode_and_schema_defaults(simulator: Simulator) -> None:
     )
     assert json.loads(text(structured)) == {"x": 0}
     assert json.loads(text(chat(simulator, response_format={"type": "json_object"}))) == {}
+    # JSON mode carries no schema; one stated in the prompt is answered like a model would
+    stated = chat(simulator, f"Reply as JSON matching {json.dumps(schema)}.",
+                  response_format={"type": "json_object"})
+    assert json.loads(text(stated)) == {"x": 0}
 
 
 def test_reset_forgets_everything(simulator: Simulator) -> None:

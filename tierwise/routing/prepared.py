@@ -2,23 +2,36 @@
 
 ``with_structured_output`` and ``bind_tools`` build new runnables; building them per call
 would cost more than routing, so they are kept per (model, schema, tools) in a bounded LRU.
+
+A model whose structured output is ``json_mode`` (JSON guaranteed, schema not) is told the
+schema in the prompt: its provider's ``response_format`` cannot carry one, and without it an
+instruction-following model answers JSON with keys of its own choosing.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableSequence
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableSequence
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 
-from tierwise.catalog.specs import ModelSpec
+from tierwise.catalog.specs import ModelSpec, StructuredMethod
 from tierwise.routing.request import RouteRequest
 
-__all__ = ["RunnableCache"]
+__all__ = ["RunnableCache", "schema_instruction"]
+
+#: What a JSON-mode model is told, before the schema itself.
+SCHEMA_PREAMBLE = (
+    "Answer with one JSON object and nothing else. It must validate against this JSON schema:"
+)
 
 
 @dataclass(slots=True)
@@ -59,7 +72,11 @@ class RunnableCache:
             if isinstance(structured, RunnableSequence):
                 rest = structured.steps[1:]
                 parse = rest[0] if len(rest) == 1 else RunnableSequence(*rest)
-                prepared = (structured.first, parse)
+                first: Runnable[Any, Any] = structured.first
+                if spec.structured_output is StructuredMethod.JSON_MODE:
+                    told = partial(schema_instruction, schema=convert_to_json_schema(schema))
+                    first = RunnableLambda(told) | first
+                prepared = (first, parse)
             else:  # not a plain sequence: let LangChain keep the raw message
                 prepared = (
                     model.with_structured_output(schema, method=method, include_raw=True),
@@ -101,3 +118,30 @@ class RunnableCache:
         self.entries[key] = (value, keep_alive)
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
+
+
+def schema_instruction(prompt: Any, *, schema: Mapping[str, Any]) -> list[BaseMessage]:
+    """``prompt`` as messages with ``schema`` stated in its system message.
+
+    Added to the first system message when there is one (some providers take only one),
+    else as a new system message in front.
+    """
+    messages = _messages(prompt)
+    told = f"{SCHEMA_PREAMBLE}\n{json.dumps(schema, separators=(',', ':'))}"
+    if messages and isinstance(messages[0], SystemMessage) and isinstance(
+        messages[0].content, str
+    ):
+        first = messages[0]
+        return [first.model_copy(update={"content": f"{first.content}\n\n{told}"}),
+                *messages[1:]]
+    return [SystemMessage(told), *messages]
+
+
+def _messages(prompt: Any) -> list[BaseMessage]:
+    if isinstance(prompt, PromptValue):
+        return prompt.to_messages()
+    if isinstance(prompt, str):
+        return [HumanMessage(prompt)]
+    if isinstance(prompt, Sequence):
+        return convert_to_messages(prompt)
+    raise TypeError(f"not a prompt: {type(prompt).__name__}")

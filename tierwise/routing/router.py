@@ -92,7 +92,6 @@ logger = logging.getLogger(__name__)
 
 
 #: Failures worth one more try of the last candidate: the next request may well succeed.
-_TRANSIENT = frozenset({FailureKind.UNAVAILABLE, FailureKind.TIMEOUT})
 #: Seconds (low, high) the retry waits, at random: concurrent retries do not arrive at once.
 _RETRY_JITTER = (0.05, 0.25)
 
@@ -304,20 +303,22 @@ class ModelRouter:
         retrying = False
 
         def then() -> Iterator[ModelSpec]:
-            """The chain, then at most one extra attempt rather than failing outright.
+            """The chain, then extra attempts rather than failing outright.
 
-            The most recent transient failure (5xx, timeout) is retried once after a
-            jittered pause; when nothing could be sent because every candidate is cooling,
-            the one that failed least recently gets one attempt (issue 14).
+            Every model whose request failed transiently gets one more attempt after a
+            jittered pause, the most recent failure first — a 5xx from each, but a timeout
+            only from the last (a second wait on each slow model would turn a failover of
+            seconds into minutes). When nothing could be sent because every candidate is
+            cooling, the one that failed least recently gets one attempt (issue 14).
             """
             nonlocal forced, retrying
             yield from candidates
             sent = [a for a in attempts if a.sent]
-            last = next((a for a in reversed(sent) if a.failure in _TRANSIENT), None)
-            if last is not None:  # the most recent transient failure: the likeliest answer
-                forced, retrying = last.model, True
-                yield self.settings.catalog.spec(last.model)
-            elif not sent:
+            again = _retries(sent)
+            for key in again:
+                forced, retrying = key, True
+                yield self.settings.catalog.spec(key)
+            if not again and not sent:
                 spare = self.health.last_resort(cooled or self._cooling(request, policy))
                 if spare is not None:
                     forced = spare
@@ -589,6 +590,18 @@ def _limited(
     if not held.capped:
         return runnable
     return runnable.bind(**{_ANSWER_LIMIT.get(spec.provider, "max_tokens"): held.max_tokens})
+
+
+def _retries(sent: list[Attempt]) -> list[str]:
+    """Models to send once more, most recent failure first: each 5xx, the last timeout."""
+    keys: list[str] = []
+    for i, attempt in enumerate(reversed(sent)):
+        transient = attempt.failure is FailureKind.UNAVAILABLE or (
+            i == 0 and attempt.failure is FailureKind.TIMEOUT
+        )
+        if transient and attempt.model not in keys:
+            keys.append(attempt.model)
+    return keys
 
 
 def _settle(record: Callable[[Attempt], None], attempt: Attempt, held: Reservation) -> None:

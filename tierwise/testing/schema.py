@@ -8,10 +8,11 @@ returns the smallest object that validates against the requested schema, so any
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["minimal_instance", "violating_instance"]
+__all__ = ["minimal_instance", "stated_schema", "violating_instance"]
 
 _MAX_DEPTH = 32
 
@@ -42,6 +43,34 @@ def minimal_instance(schema: Mapping[str, Any] | bool | None) -> Any:
     """
     root = schema if isinstance(schema, Mapping) else {}
     return _instance(root, root, 0)
+
+
+def stated_schema(texts: Iterable[str]) -> Mapping[str, Any] | None:
+    """The last JSON schema written out in ``texts`` (an object with ``properties``), if any.
+
+    JSON mode (``response_format: json_object``, Ollama's ``format: json``) carries no
+    schema: a client that wants particular keys states the schema in the prompt, and an
+    instruction-following model answers to it. The simulator does the same, so a client
+    that forgets to state it gets ``{}``, as it would from a real model guessing.
+
+    Example:
+        >>> stated_schema(['Answer as JSON: {"type": "object", "properties": {}} thanks'])
+        {'type': 'object', 'properties': {}}
+    """
+    decoder = json.JSONDecoder()
+    found: Mapping[str, Any] | None = None
+    for text in texts:
+        start = text.find("{")
+        while start != -1:
+            try:
+                value, end = decoder.raw_decode(text, start)
+            except ValueError:
+                start = text.find("{", start + 1)
+                continue
+            if isinstance(value, Mapping) and isinstance(value.get("properties"), Mapping):
+                found = value
+            start = text.find("{", end)
+    return found
 
 
 def violating_instance(schema: Mapping[str, Any] | None) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeAlias
 
 from tierwise.catalog.specs import Provider
 from tierwise.testing.chat import Answer, ChatRequest, ToolCall, estimate_tokens
-from tierwise.testing.schema import minimal_instance, violating_instance
+from tierwise.testing.schema import minimal_instance, stated_schema, violating_instance
 
 __all__ = [
     "Behaviour",
@@ -256,7 +256,8 @@ def default_answer(request: ChatRequest) -> Answer:
         if request.schema is not None:
             return _text_answer(request, json.dumps(minimal_instance(request.schema)))
         if request.json_mode:
-            return _text_answer(request, "{}")
+            stated = _stated(request)
+            return _text_answer(request, json.dumps(minimal_instance(stated)) if stated else "{}")
     return _text_answer(request, f"simulated answer from {request.model}")
 
 
@@ -342,5 +343,11 @@ def _violation(request: ChatRequest) -> Answer:
     if request.schema is not None:
         return _text_answer(request, json.dumps(violating_instance(request.schema)))
     if request.json_mode:
-        return _text_answer(request, "[]")
+        stated = _stated(request)
+        return _text_answer(request, json.dumps(violating_instance(stated) if stated else []))
     return _text_answer(request, "{not json")
+
+
+def _stated(request: ChatRequest) -> Mapping[str, Any] | None:
+    """The schema a JSON-mode request states in its system or user turns."""
+    return stated_schema(m.text for m in request.messages if m.role in ("system", "user"))
