@@ -36,10 +36,11 @@ from pydantic import BaseModel, Field
 import tierwise.ledger.store as ledger_module
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings, load_settings
-from tierwise.catalog.specs import Catalog, ModelSpec, TaskType, Tier
+from tierwise.catalog.specs import Catalog, ModelSpec, Provider, TaskType, Tier
 from tierwise.guards.budget import _MIN_ANSWER_TOKENS as MIN_ANSWER_TOKENS
 from tierwise.guards.budget import DEFAULT_ANSWER_TOKENS, BudgetExceeded
 from tierwise.ledger import Ledger, LedgerRow, day_start
+from tierwise.providers.answer_limit import answer_limit
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
 from tierwise.routing.request import DEFAULT_MAX_OUTPUT_TOKENS
@@ -350,6 +351,39 @@ def check_cap_held(
             assert result.tier in (Tier.FREE, Tier.LOCAL)
     assert answered_by["paid"] > 30 and answered_by["free"] + answered_by["local"] > 30
     return answered_by
+
+
+@pytest.mark.parametrize("key", PAID_PER_PROTOCOL)
+def test_a_capped_answer_limit_reaches_every_wire_format(
+    simulator: Simulator, ledger: Ledger, key: str
+) -> None:
+    """Under a day cap the hold sizes the answer: each protocol must send that limit
+    (``max_tokens``, Gemini's ``maxOutputTokens``, Ollama's ``num_predict``), or a long
+    answer is billed past the cap."""
+    rig = make_rig(simulator, key)
+    simulator.script("*", Reply.function(answer_of_requested_length))
+    spec = rig.spec(key)
+    prompt = "3000 tokens, please."
+    cap = spec.price.cost(len(prompt) // 4 + 4, 300)  # room for ~300 answer tokens
+    router = rig.router(ledger, Policy(mode="quality_first", max_cost_per_day=cap))
+
+    result = router.invoke("rewriting", prompt)
+
+    [sent] = simulator.requests_for(spec)
+    limit = ChatRequest(spec.provider, spec.model, body=sent.body or {}).max_output_tokens
+    assert limit is not None and 64 <= limit <= 300
+    assert result.attempts[-1].output_tokens == limit  # the simulator stops at the limit
+    assert ledger.spent(since=day_start()) <= cap + 1e-12
+
+
+def test_an_ollama_answer_limit_keeps_the_models_own_options() -> None:
+    """A per-call ``options`` replaces ChatOllama's own: they must travel with it."""
+    from langchain_core.messages import HumanMessage
+    from langchain_ollama import ChatOllama
+
+    model = ChatOllama(model="m", temperature=0.2, num_ctx=4096)
+    sent = model._chat_params([HumanMessage("hi")], **answer_limit(model, Provider.OLLAMA, 300))
+    assert sent["options"] == {"temperature": 0.2, "num_ctx": 4096, "num_predict": 300}
 
 
 def test_a_day_cap_is_never_exceeded_over_500_calls_and_skips_fall_back(

@@ -14,24 +14,44 @@ import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
-from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableSequence
+from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 
 from tierwise.catalog.specs import ModelSpec, StructuredMethod
 from tierwise.routing.request import RouteRequest
 
-__all__ = ["RunnableCache", "schema_instruction"]
+__all__ = ["Prepared", "RunnableCache", "schema_instruction"]
 
 #: What a JSON-mode model is told, before the schema itself.
 SCHEMA_PREAMBLE = (
     "Answer with one JSON object and nothing else. It must validate against this JSON schema:"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """How one model is called for one request.
+
+    Attributes:
+        runnable: What the messages are sent to (the model, bound to tools or a format).
+        parse: For a schema, the parser to run on the answer message; else ``None``.
+        schema: For a JSON-mode model, the JSON schema to state in the prompt
+            (:meth:`messages`); else ``None``.
+    """
+
+    runnable: Runnable[Any, Any]
+    parse: Runnable[Any, Any] | None = None
+    schema: Mapping[str, Any] | None = None
+
+    def messages(self, prompt: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """``prompt`` as this model must receive it."""
+        if self.schema is None:
+            return list(prompt)
+        return schema_instruction(prompt, schema=self.schema)
 
 
 @dataclass(slots=True)
@@ -47,45 +67,43 @@ class RunnableCache:
     size: int = 512
     entries: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=OrderedDict)
 
-    def get(
-        self, model: BaseChatModel, spec: ModelSpec, request: RouteRequest
-    ) -> tuple[Runnable[Any, Any], Runnable[Any, Any] | None]:
-        """The runnable to call and, for a schema, the parser to run on its message.
+    def get(self, model: BaseChatModel, spec: ModelSpec, request: RouteRequest) -> Prepared:
+        """The runnable to call, and for a schema the parser to run on its message.
 
         ``with_structured_output(include_raw=True)`` would keep the raw message too, but
         it is built from parallel steps that start two threads per sync call;
         splitting the plain ``model | parser`` sequence keeps the message at no cost.
+        The runnable stays the bound model itself, so per-call arguments (the answer
+        limit a budget hold sets) reach it.
         """
         if request.schema is None and not request.tools:
-            return model, None
+            return Prepared(model)
         key = (spec.key, id(request.schema), tuple(map(id, request.tools)), request.tool_choice)
         entry = self.entries.get(key)
         if entry is not None:
             self.entries.move_to_end(key)
-            cached: tuple[Runnable[Any, Any], Runnable[Any, Any] | None] = entry[0]
+            cached: Prepared = entry[0]
             return cached
-        prepared: tuple[Runnable[Any, Any], Runnable[Any, Any] | None]
+        prepared: Prepared
         if request.schema is not None:
             schema = request.schema if isinstance(request.schema, type) else dict(request.schema)
             method = spec.structured_output.value
             structured = model.with_structured_output(schema, method=method)
             if isinstance(structured, RunnableSequence):
                 rest = structured.steps[1:]
-                parse = rest[0] if len(rest) == 1 else RunnableSequence(*rest)
-                first: Runnable[Any, Any] = structured.first
-                if spec.structured_output is StructuredMethod.JSON_MODE:
-                    told = partial(schema_instruction, schema=convert_to_json_schema(schema))
-                    first = RunnableLambda(told) | first
-                prepared = (first, parse)
+                stated = (convert_to_json_schema(schema)
+                          if spec.structured_output is StructuredMethod.JSON_MODE else None)
+                prepared = Prepared(
+                    structured.first, rest[0] if len(rest) == 1 else RunnableSequence(*rest),
+                    stated,
+                )
             else:  # not a plain sequence: let LangChain keep the raw message
-                prepared = (
-                    model.with_structured_output(schema, method=method, include_raw=True),
-                    None,
+                prepared = Prepared(
+                    model.with_structured_output(schema, method=method, include_raw=True)
                 )
         else:
-            prepared = (
-                model.bind_tools(list(request.tools), tool_choice=request.tool_choice),
-                None,
+            prepared = Prepared(
+                model.bind_tools(list(request.tools), tool_choice=request.tool_choice)
             )
         self._put(key, prepared, (request.schema, request.tools))
         return prepared
@@ -120,28 +138,17 @@ class RunnableCache:
             self.entries.popitem(last=False)
 
 
-def schema_instruction(prompt: Any, *, schema: Mapping[str, Any]) -> list[BaseMessage]:
-    """``prompt`` as messages with ``schema`` stated in its system message.
+def schema_instruction(
+    prompt: Sequence[BaseMessage], *, schema: Mapping[str, Any]
+) -> list[BaseMessage]:
+    """``prompt`` with ``schema`` stated in its system message.
 
     Added to the first system message when there is one (some providers take only one),
     else as a new system message in front.
     """
-    messages = _messages(prompt)
     told = f"{SCHEMA_PREAMBLE}\n{json.dumps(schema, separators=(',', ':'))}"
-    if messages and isinstance(messages[0], SystemMessage) and isinstance(
-        messages[0].content, str
-    ):
-        first = messages[0]
+    first = prompt[0] if prompt else None
+    if isinstance(first, SystemMessage) and isinstance(first.content, str):
         return [first.model_copy(update={"content": f"{first.content}\n\n{told}"}),
-                *messages[1:]]
-    return [SystemMessage(told), *messages]
-
-
-def _messages(prompt: Any) -> list[BaseMessage]:
-    if isinstance(prompt, PromptValue):
-        return prompt.to_messages()
-    if isinstance(prompt, str):
-        return [HumanMessage(prompt)]
-    if isinstance(prompt, Sequence):
-        return convert_to_messages(prompt)
-    raise TypeError(f"not a prompt: {type(prompt).__name__}")
+                *prompt[1:]]
+    return [SystemMessage(told), *prompt]

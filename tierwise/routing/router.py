@@ -27,7 +27,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import Runnable
 from typing_extensions import Unpack
@@ -45,6 +45,7 @@ from tierwise.ledger import (
     Attempt,
     Ledger,
 )
+from tierwise.providers.answer_limit import answer_limit
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import Failure, FailureKind, classify
 from tierwise.providers.headers import read_rate_limits
@@ -341,9 +342,8 @@ class ModelRouter:
             # before the permit is taken, so a permit's time is when the request
             # leaves, as the provider's window counts it.
             try:
-                runnable, parse = self._runnables.get(
-                    self.factory.chat_model(spec), spec, request
-                )
+                model = self.factory.chat_model(spec)
+                prepared = self._runnables.get(model, spec, request)
             except Exception as exc:  # noqa: BLE001 - this client cannot express the request
                 reason = classify(exc, redact=self._redact).message
                 yield from note(refused(
@@ -393,17 +393,18 @@ class ModelRouter:
                 ))
                 continue
 
-            messages, repair = list(request.messages), False
+            prompt = prepared.messages(request.messages)
+            messages, repair = prompt, False
             try:  # the estimate is released however the call ends, even if it is abandoned
                 while True:
                     call_started = time.perf_counter()
                     outcome = yield Call(
-                        spec, _limited(runnable, spec, held), messages,
+                        spec, _limited(prepared.runnable, model, spec, held), messages,
                         run_config(spec, request, held.amount, steer.why),
                     )
                     assert outcome is not None
-                    if parse is not None and outcome.error is None:
-                        outcome.output = parse_raw(parse, outcome.output)
+                    if prepared.parse is not None and outcome.error is None:
+                        outcome.output = parse_raw(prepared.parse, outcome.output)
                     verdict = judge(
                         request, spec, outcome, time.perf_counter() - call_started, repair,
                         tool_schemas, self._redact,
@@ -426,13 +427,13 @@ class ModelRouter:
                         break
                     assert verdict.message is not None
                     messages = [
-                        *request.messages,
+                        *prompt,
                         AIMessage(answer_text(verdict.message)),
                         HumanMessage(_REPAIR_PROMPT.format(error=verdict.attempt.detail)),
                     ]
                     # The repair is a second paid request: it must fit the caps as well.
                     repair_prompt = request.prompt_tokens + estimate_tokens(
-                        messages[len(request.messages):]
+                        messages[len(prompt):]
                     )
                     repair_estimate = estimate - request.prompt_tokens + repair_prompt
                     retry = yield from self._permit(spec.key, repair_estimate)
@@ -580,16 +581,13 @@ class ModelRouter:
 
 
 #: The argument that limits the answer's length, per client (others: ``max_tokens``).
-_ANSWER_LIMIT = {Provider.GEMINI: "max_output_tokens", Provider.OLLAMA: "num_predict"}
-
-
 def _limited(
-    runnable: Runnable[Any, Any], spec: ModelSpec, held: Reservation
+    runnable: Runnable[Any, Any], model: BaseChatModel, spec: ModelSpec, held: Reservation
 ) -> Runnable[Any, Any]:
     """``runnable`` sending the answer limit its budget hold was sized for (when capped)."""
     if not held.capped:
         return runnable
-    return runnable.bind(**{_ANSWER_LIMIT.get(spec.provider, "max_tokens"): held.max_tokens})
+    return runnable.bind(**answer_limit(model, spec.provider, held.max_tokens))
 
 
 def _retries(sent: list[Attempt]) -> list[str]:
