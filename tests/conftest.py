@@ -85,3 +85,39 @@ def _or_pending(allowed: Any) -> Any:
         return False
 
     return predicate
+
+
+#: The PostgreSQL this machine kind runs (trust auth); tests work in their own schemas.
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL checkpoint tests cannot run here, or ``None``."""
+    try:
+        import langgraph.checkpoint.postgres  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[scale]')"
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=2).close()
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {POSTGRES} is not reachable ({str(exc).splitlines()[0]})"
+    return None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections work in a schema of their own, dropped afterwards."""
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import uuid
+
+    import psycopg
+
+    schema = f"tw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -3,21 +3,15 @@
 Runs go through the real CLI against the provider simulator. Each operation's requests
 are told apart by the system prompt of its node (read from the node classes, so prompt
 edits do not break the tests); the simulator is scripted per operation so the pipeline
-takes the ``plan`` route with two sub-tasks. The interrupt test starts the command as a
-real process, kills it (SIGKILL) while two scoring calls hang, and checks from the
-simulator's request log that the resumed run sent none of the calls that had finished.
+takes the ``plan`` route with two sub-tasks. Runs killed and resumed, and checkpoints in
+PostgreSQL: ``test_cli_run_resume.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -468,105 +462,6 @@ def test_live_display_on_a_terminal() -> None:
     assert "***-model" in shown and "sim-secret" not in shown
     assert "step 2" in shown and "↑ escalation 1, min tier paid" in shown
     assert "$0.001200" in shown
-
-
-# --------------------------------------------------------------------------- interrupt
-
-
-def test_a_killed_run_resumes_without_repeating_finished_model_calls(
-    env: Simulator, tmp_path: Path
-) -> None:
-    slow = {"on": True, "seqs": set()}
-
-    def scoring_held(request: ChatRequest) -> bool:
-        if slow["on"] and asks(TaskType.QUALITY_SCORING)(request):
-            slow["seqs"].add(request.seq)  # type: ignore[attr-defined]
-            return True
-        return False
-
-    held = env.script("*", Reply.json({"score": 9, "reasons": ["late"]}), first_byte=20.0,
-                      when=scoring_held)
-    checkpoints = tmp_path / "cp.sqlite"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tierwise.cli", "run", INSTRUCTION, "--thread", "T",
-         "--checkpoints", str(checkpoints)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}, cwd=tmp_path,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    deadline = time.monotonic() + 30
-    try:
-        while not (held.served >= 2 and any("✓ [step 2] assess" in line for line in lines)):
-            assert proc.poll() is None, (lines, proc.stderr.read())  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    reader.join(timeout=5)
-    assert proc.returncode == -signal.SIGKILL
-    assert any(line.startswith("✓ classify") for line in lines)
-    assert not any("✓ [step 1] score" in line or "rationale" in line for line in lines)
-
-    before = chat_requests(env)
-    finished = [r for r in before if r.seq not in slow["seqs"]]
-    assert operations(finished) == {
-        TaskType.CLASSIFICATION: 1, TaskType.INSTRUCTION_ROUTING: 1, TaskType.REWRITING: 1,
-        TaskType.DECOMPOSITION: 1, TaskType.PARAMETER_EXTRACTION: 2,
-        TaskType.STRUCTURE_ASSESSMENT: 2,
-    }
-    slow["on"] = False
-
-    resumed = run("--thread", "T", "--checkpoints", str(checkpoints))
-    assert resumed.exit_code == 0, resumed.output
-    assert "resuming thread T (pipeline): next step" in resumed.stdout
-    assert "▸ classify" not in resumed.stdout and "▸ [step 1] extract" not in resumed.stdout
-
-    after = chat_requests(env, after=max(r.seq for r in before))
-    done_bodies = {json.dumps(r.body, sort_keys=True) for r in finished}
-    assert not [r for r in after if json.dumps(r.body, sort_keys=True) in done_bodies]
-    assert operations(after) == {TaskType.QUALITY_SCORING: 2, TaskType.RATIONALE_GENERATION: 1}
-
-    data = json.loads(run("--thread", "T", "--checkpoints", str(checkpoints), "--json").stdout)
-    found = data["result"]
-    assert found["route"] == "plan" and found["plan"] == STEPS
-    assert [s["quality"]["score"] for s in found["steps"]] == [8, 8]
-    assert found["rationale"] and not found["best_effort"]
-    nodes = Counter((e["node"], e["step"]) for e in found["report"]["entries"])
-    assert set(nodes.values()) == {1} and len(nodes) == 11  # every node answered once
-
-
-def test_the_resume_hint_appears_only_once_the_thread_can_be_resumed(
-    env: Simulator, tmp_path: Path
-) -> None:
-    """A kill right after the hint: the command the hint names resumes the thread."""
-    checkpoints = tmp_path / "cp.sqlite"
-    for thread in ("K1", "K2"):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tierwise.cli", "run", INSTRUCTION, "--thread", thread,
-             "--checkpoints", str(checkpoints)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}, cwd=tmp_path,
-        )
-        hint = f"resume with: tierwise run --thread {thread} --checkpoints {checkpoints}"
-        lines: list[str] = []
-        try:
-            for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
-                lines.append(line)
-                if hint in line:
-                    proc.send_signal(signal.SIGKILL)  # at once, as a user's Ctrl-\ or OOM
-                    break
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
-        assert any(hint in line for line in lines), (lines, proc.stderr.read())  # type: ignore[union-attr]
-        resumed = run(*hint.removeprefix("resume with: tierwise run ").split())
-        assert resumed.exit_code == 0, resumed.output
-        assert "no run with thread" not in resumed.output
-        assert f"thread {thread}" in resumed.stdout
 
 
 def test_model_text_in_a_run_is_shown_escaped_never_obeyed(env: Simulator) -> None:

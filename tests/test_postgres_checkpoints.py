@@ -1,53 +1,33 @@
 """LangGraph's Postgres checkpointer with tierwise's serializer, on the real PostgreSQL.
 
-Each test works in its own schema (``search_path``), dropped afterwards. A triage run
-checkpointed through one pool is read back through another pool, in another event loop,
-with tierwise's state types loaded (the serializer allows them).
+Each test works in its own schema (the ``postgres_url`` fixture), dropped afterwards. A
+triage run checkpointed through one pool is read back through another pool, in another
+event loop, with tierwise's state types loaded (the serializer allows them). A store that
+cannot be used raises one line that names no password, telling bad input from an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg", reason="psycopg is the scale extra")
-pytest.importorskip("langgraph.checkpoint.postgres", reason="langgraph-checkpoint-postgres")
-
-from tierwise.graphs import build_triage  # noqa: E402
-from tierwise.graphs.checkpoint import postgres_checkpointer  # noqa: E402
-from tierwise.routing.router import ModelRouter  # noqa: E402
-from tierwise.testing import Simulator  # noqa: E402
-
-BASE = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _unreachable() -> str | None:
-    try:
-        psycopg.connect(BASE, connect_timeout=2).close()
-    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
-        return f"PostgreSQL at {BASE} is not reachable ({exc})"
-    return None
-
-
-pytestmark = pytest.mark.skipif(bool(_unreachable()), reason=_unreachable() or "")
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    schema = f"tw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{BASE}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+from tierwise.graphs import build_triage
+from tierwise.graphs.checkpoint import (
+    CheckpointStoreError,
+    open_checkpointer,
+    postgres_checkpointer,
+)
+from tierwise.routing.router import ModelRouter
+from tierwise.testing import Simulator
 
 
 def test_a_run_checkpointed_in_postgres_is_read_back_by_another_pool(
-    simulator: Simulator, url: str
+    simulator: Simulator, postgres_url: str
 ) -> None:
+    import psycopg
+
+    url = postgres_url
     router = ModelRouter(simulator.settings(), ledger=None)
     config = {"configurable": {"thread_id": "t1"}}
 
@@ -73,3 +53,24 @@ def test_a_run_checkpointed_in_postgres_is_read_back_by_another_pool(
             "select table_name from information_schema.tables where table_schema = "
             "current_schema()")}
     assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes"} <= tables
+
+
+@pytest.mark.parametrize(("url", "invalid", "needle"), [
+    ("postgresql://postgres:pw-not-real@127.0.0.1:1/test", False, "Connection refused"),
+    ("postgresql://postgres:pw-not-real@127.0.0.1:port/test", True, "invalid PostgreSQL URL"),
+    ("postgresql://postgres:pw-not-real@127.0.0.1/test?bogus=1", True, "bogus"),
+])
+def test_a_store_that_cannot_be_used_says_why_in_one_line_without_the_password(
+    url: str, invalid: bool, needle: str
+) -> None:
+    pytest.importorskip("langgraph.checkpoint.postgres", reason="the scale extra")
+
+    async def open_it() -> None:
+        async with open_checkpointer(url):
+            raise AssertionError("opened")
+
+    with pytest.raises(CheckpointStoreError) as caught:
+        asyncio.run(open_it())
+    message = str(caught.value)
+    assert caught.value.invalid is invalid and needle in message, message
+    assert "pw-not-real" not in message and "\n" not in message

@@ -59,7 +59,14 @@ class StateConfig(BaseModel):
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password (``redis://:***@host``), for output, logs and errors."""
+    """``url`` without its password (``redis://:***@host``), for output, logs and errors.
+
+    The host and port are kept as written (a port that is not a number is shown, not parsed).
+
+    Example:
+        >>> redact_url("postgresql://app:s3cret@[::1]:port/db")
+        'postgresql://app:***@[::1]:port/db'
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -67,7 +74,5 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

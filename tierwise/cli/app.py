@@ -335,10 +335,10 @@ def run(
                      show_default=False),
     ] = None,
     checkpoints: Annotated[
-        Path | None,
-        typer.Option("--checkpoints", help="SQLite checkpoints file (default: "
-                     "$TIERWISE_CHECKPOINTS or checkpoints.sqlite in the user data dir).",
-                     show_default=False),
+        str | None,
+        typer.Option("--checkpoints", help="SQLite checkpoints file or postgresql:// URL "
+                     "(default: $TIERWISE_CHECKPOINTS, else [state] postgres_url, else "
+                     "checkpoints.sqlite in the user data dir).", show_default=False),
     ] = None,
     threshold: Annotated[
         float | None,

@@ -1,18 +1,20 @@
 """``tierwise run``: run a graph on one instruction, resumably, showing every node as it runs.
 
 The command in :mod:`tierwise.cli.app` parses options and opens settings and the ledger; this
-module does the rest: load the user's tools (:mod:`~tierwise.cli.tools`), open the SQLite
-checkpoints, decide whether the thread is new, interrupted (resume it: nodes that finished
-are not run again) or complete (show its stored result), stream the graph's progress
-events to :mod:`~tierwise.cli.progress`, and print the result with
-:mod:`~tierwise.cli.run_output`. The resume hint is printed once the thread's first
-checkpoint is saved, so the command it names always finds the thread.
+module does the rest: load the user's tools (:mod:`~tierwise.cli.tools`), open the
+checkpoints (a SQLite file, or PostgreSQL so that any machine can resume a thread), decide
+whether the thread is new, interrupted (resume it: nodes that finished are not run again)
+or complete (show its stored result), stream the graph's progress events to
+:mod:`~tierwise.cli.progress`, and print the result with :mod:`~tierwise.cli.run_output`.
+The resume hint is printed once the thread's first checkpoint is saved, so the command it
+names always finds the thread. A PostgreSQL URL is only ever shown without its password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sqlite3
 import sys
 import uuid
@@ -30,13 +32,19 @@ from rich.console import Console
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import Provider
+from tierwise.catalog.state import redact_url
 from tierwise.cli.common import REAL_ANSWERS, Printer, RunFailed, failed_call
 from tierwise.cli.progress import AttemptWatcher, Progress
 from tierwise.cli.run_output import GRAPHS, GraphName, show
 from tierwise.cli.terminal import shown
 from tierwise.cli.tools import load_tools
 from tierwise.graphs import build_extraction, build_instruction_pipeline, build_triage
-from tierwise.graphs.checkpoint import sqlite_checkpointer
+from tierwise.graphs.checkpoint import (
+    CheckpointStoreError,
+    is_postgres_url,
+    is_store_failure,
+    open_checkpointer,
+)
 from tierwise.guards.budget import BudgetExceeded
 from tierwise.nodes.context import RunContext
 from tierwise.providers.clients import probe
@@ -46,12 +54,13 @@ from tierwise.routing.router import ModelRouter
 __all__ = [
     "CHECKPOINTS_ENV",
     "RunRequest",
+    "checkpoint_store",
     "default_checkpoints_path",
     "execute",
     "resume_hint",
 ]
 
-#: Environment variable naming the checkpoints file.
+#: Environment variable naming the checkpoints file (or a PostgreSQL URL).
 CHECKPOINTS_ENV = "TIERWISE_CHECKPOINTS"
 
 # Checkpoint metadata keys: what a resumed run must rebuild the same graph from.
@@ -67,7 +76,7 @@ class RunRequest:
     graph: GraphName | None
     tools: str | None
     thread: str
-    checkpoints: Path | None
+    checkpoints: str | None
     threshold: float | None
     as_json: bool
 
@@ -79,7 +88,7 @@ class RunRequest:
         graph: str | None,
         tools: str | None,
         thread: str | None,
-        checkpoints: Path | None,
+        checkpoints: str | None,
         threshold: float | None,
         as_json: bool,
     ) -> RunRequest:
@@ -99,6 +108,8 @@ class RunRequest:
                             'tierwise run "INSTRUCTION", or --thread ID to resume a run')
         if tools is not None:
             load_tools(tools)  # fail before a thread is created
+        if checkpoints is not None:
+            _check_store(checkpoints)
         return cls(
             instruction=instruction.strip() if instruction is not None else None,
             graph=cast(GraphName | None, graph), tools=tools,
@@ -114,6 +125,38 @@ def default_checkpoints_path() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(platformdirs.user_data_dir("tierwise")) / "checkpoints.sqlite"
+
+
+def checkpoint_store(request: RunRequest, settings: Settings) -> str:
+    """Where this run's checkpoints live: a SQLite file path or a PostgreSQL URL.
+
+    ``--checkpoints``, else ``$TIERWISE_CHECKPOINTS``, else ``[state] postgres_url`` (or
+    ``$TIERWISE_POSTGRES_URL``: workers sharing a database resume each other's threads),
+    else the default file. Raises :class:`RunFailed` for a URL of another scheme.
+    """
+    explicit = os.environ.get(CHECKPOINTS_ENV)
+    if request.checkpoints is not None:
+        target = request.checkpoints
+    elif explicit and "://" in explicit:
+        target = explicit
+    elif explicit or settings.state.postgres_url is None:
+        target = str(default_checkpoints_path())
+    else:
+        target = settings.state.postgres_url
+    _check_store(target)
+    return target
+
+
+def _check_store(target: str) -> None:
+    if "://" in target and not is_postgres_url(target):
+        raise RunFailed(f"cannot use the checkpoints {redact_url(target)}: not a SQLite file "
+                        "or a postgresql:// URL",
+                        "pass --checkpoints FILE or --checkpoints postgresql://user@host/db")
+
+
+def _shown(target: str) -> str:
+    """``target`` as output may show it: a URL without its password."""
+    return redact_url(target) if is_postgres_url(target) else target
 
 
 def _build(graph: GraphName, router: Any, tools: list[Any], checkpointer: Any) -> Any:
@@ -136,9 +179,13 @@ def _stored_instruction(values: Mapping[str, Any]) -> str | None:
 
 
 def resume_hint(thread: str, request: RunRequest) -> str:
-    """The command that resumes ``thread`` (with the checkpoints file, when one was given)."""
-    extra = f" --checkpoints {request.checkpoints}" if request.checkpoints else ""
-    return f"resume with: tierwise run --thread {thread}{extra}"
+    """The command that resumes ``thread`` (with ``--checkpoints``, when one was given).
+
+    Quoted for a POSIX shell (a URL's ``?``/``&``); a URL's password shows as ``***``.
+    """
+    extra = f" --checkpoints {shlex.quote(_shown(request.checkpoints))}" \
+        if request.checkpoints else ""
+    return f"resume with: tierwise run --thread {shlex.quote(thread)}{extra}"
 
 
 def _availability_note(settings: Settings) -> str | None:
@@ -165,11 +212,21 @@ def _availability_note(settings: Settings) -> str | None:
 _UNREADABLE = (ValueError, TypeError, KeyError, EOFError)
 
 
-def _damaged(thread: str, path: Path, exc: BaseException) -> RunFailed:
+def _damaged(thread: str, store: str, exc: BaseException) -> RunFailed:
     return RunFailed(
-        f"the checkpoint of thread {thread} in {path} cannot be read "
+        f"the checkpoint of thread {thread} in {_shown(store)} cannot be read "
         f"({type(exc).__name__}: {str(exc)[:120]})",
-        "start a new run (omit --thread), or pass --checkpoints with another file")
+        "start a new run (omit --thread), or pass --checkpoints with another store")
+
+
+def _unavailable(store: str, exc: CheckpointStoreError) -> RunFailed:
+    return RunFailed(
+        f"cannot use the checkpoints {_shown(store)}: {exc}",
+        "pass --checkpoints with a postgresql:// URL libpq accepts, or a file"
+        if exc.invalid else
+        "start PostgreSQL or fix the URL (`tierwise doctor` checks [state] postgres_url), "
+        "then run the command again",
+        code=2 if exc.invalid else 1)
 
 
 async def execute(
@@ -181,26 +238,33 @@ async def execute(
     out: Printer,
 ) -> None:
     """Run (or resume, or show) the thread ``request`` names; raise :class:`RunFailed`."""
-    path = request.checkpoints or default_checkpoints_path()
+    store = checkpoint_store(request, settings)
     thread = request.thread
     async with AsyncExitStack() as stack:
         try:
-            saver = await stack.enter_async_context(sqlite_checkpointer(path))
+            saver = await stack.enter_async_context(open_checkpointer(store))
             stored = await saver.aget_tuple(_thread_config(thread))
+        except CheckpointStoreError as exc:
+            raise _unavailable(store, exc) from None
         except (OSError, sqlite3.Error) as exc:
-            raise RunFailed(f"cannot use the checkpoints file {path}: {exc}",
+            raise RunFailed(f"cannot use the checkpoints file {store}: {exc}",
                             f"pass --checkpoints with a writable file, or set {CHECKPOINTS_ENV}"
                             ) from None
         except _UNREADABLE as exc:
-            raise _damaged(thread, path, exc) from None
-        await _execute(request, thread, path, saver, stored, settings=settings,
-                       policy=policy, ledger=ledger, out=out)
+            raise _damaged(thread, store, exc) from None
+        try:
+            await _execute(request, thread, store, saver, stored, settings=settings,
+                           policy=policy, ledger=ledger, out=out)
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            raise _unavailable(store, CheckpointStoreError.of(store, exc)) from None
 
 
 async def _execute(
     request: RunRequest,
     thread: str,
-    path: Path,
+    store: str,
     saver: Any,
     stored: Any,
     *,
@@ -212,7 +276,7 @@ async def _execute(
     metadata: Mapping[str, Any] = stored.metadata if stored is not None else {}
     stored_graph, stored_tools = metadata.get(_GRAPH_KEY), metadata.get(_TOOLS_KEY) or None
     if stored is None and request.instruction is None:
-        raise RunFailed(f"no run with thread {thread} in {path}",
+        raise RunFailed(f"no run with thread {thread} in {_shown(store)}",
                         'start one with: tierwise run "INSTRUCTION" --thread ' + thread)
     if stored is not None and request.graph and stored_graph and request.graph != stored_graph:
         raise RunFailed(f"thread {thread} is a {stored_graph} run, not {request.graph}",
@@ -240,7 +304,7 @@ async def _execute(
     try:
         state = await graph.aget_state(config)
     except _UNREADABLE as exc:
-        raise _damaged(thread, path, exc) from None
+        raise _damaged(thread, store, exc) from None
     previous = _stored_instruction(state.values)
     if (stored is not None and request.instruction is not None and previous is not None
             and request.instruction != previous):
