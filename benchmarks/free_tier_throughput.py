@@ -188,8 +188,9 @@ class ScaledClock:
         self.base = datetime(2030, 1, 1, tzinfo=UTC)  # starts on a minute boundary
         self.origin = time.monotonic()
 
-    def start(self) -> None:
-        self.origin = time.monotonic()
+    def start(self, at: float | None = None) -> None:
+        """Minute 0 begins now, or at wall-clock time ``at`` (processes sharing one clock)."""
+        self.origin = time.monotonic() - (0.0 if at is None else time.time() - at)
 
     def now(self) -> datetime:
         return self.base + timedelta(seconds=(time.monotonic() - self.origin) / self.scale)
@@ -210,7 +211,13 @@ class ScaledClock:
                 module.get_utc_datetime = original  # type: ignore[attr-defined]
 
 
-def litellm_router(url: str, free: list[tuple[str, int, int]], paid: str, w: Workload) -> Any:
+def litellm_router(
+    url: str, free: list[tuple[str, int, int]], paid: str, scale: float, **settings: Any
+) -> Any:
+    """LiteLLM's RPM-aware Router over ``free`` (name, rpm, rpd), ``paid`` as the fallback.
+
+    ``settings``: more ``Router`` arguments (the scale benchmark's Redis settings).
+    """
     offline_litellm()
     from litellm import Router
 
@@ -219,7 +226,8 @@ def litellm_router(url: str, free: list[tuple[str, int, int]], paid: str, w: Wor
         + [litellm_deployment("paid", paid, url)],
         fallbacks=[{"free": ["paid"]}],
         routing_strategy="usage-based-routing-v2",
-        cooldown_time=5.0 * w.scale,  # its 5 s default, in simulated time
+        cooldown_time=5.0 * scale,  # its 5 s default, in simulated time
+        **settings,
     )
     router.get_available_deployment("free")  # load the strategy's modules before the clock
     return router
@@ -262,7 +270,7 @@ def measure(url: str, peer: str, run: int | str, w: Workload) -> Outcome:
     elif peer == "langchain":
         contender = langchain_call(url, free, paid, w)
     else:
-        router = litellm_router(url, free, paid, w)
+        router = litellm_router(url, free, paid, w.scale)
         clock = ScaledClock(w.scale)
 
         async def completion() -> object:

@@ -170,7 +170,8 @@ def test_the_postgres_url_setting_is_the_default_store_and_no_password_is_shown(
     explicit = run(INSTRUCTION, "--graph", "triage", "--thread", "t-pw", "--checkpoints",
                    _with_password(postgres_url))
     shown = _with_password(postgres_url).replace("pw-not-real", "***")
-    assert f"--checkpoints {shlex.quote(shown)}" in explicit.stdout.replace("\n", ""), explicit.output
+    hint = f"--checkpoints {shlex.quote(shown)}"
+    assert hint in explicit.stdout.replace("\n", ""), explicit.output
     missing = run("--thread", "t-none")
     assert_one_error(missing, "no run with thread t-none in postgresql://postgres:***@")
     for result in (first, again, explicit, missing):
