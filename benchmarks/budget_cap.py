@@ -7,6 +7,10 @@ the spend the ledger recorded per run, the calls answered and refused. The cap h
 when every spend is <= $1.00.
 
     python -m benchmarks.budget_cap            # 3 x 10 with 500 and 2,000 tokens, 1 x 10 with 2,000
+    python -m benchmarks.budget_cap --postgres postgresql://postgres@127.0.0.1:5432/test
+
+With ``--postgres`` the ledger and the holds are in that database instead (a fresh schema
+per run, dropped after), and 4 processes share the cap.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ _CHILD = textwrap.dedent("""
     import asyncio, json, sys
     from tierwise.catalog.policy import Policy
     from tierwise.catalog.settings import load_settings
-    from tierwise.ledger import Ledger
+    from tierwise.ledger import open_ledger
     from tierwise.routing.router import ModelRouter
     from tierwise.routing.results import NoModelAvailable
     from tierwise.guards.budget import BudgetExceeded
@@ -38,7 +42,7 @@ _CHILD = textwrap.dedent("""
                     operations={"rewriting": {"pin": "claude-opus-4"}})
 
     async def main() -> dict[str, int]:
-        with Ledger(path) as ledger:
+        with open_ledger(path) as ledger:
             router = ModelRouter(load_settings(), policy=policy, ledger=ledger)
             sys.stdout.write("ready\\n"); sys.stdout.flush()
             sys.stdin.readline()  # every process starts its calls at once
@@ -72,9 +76,26 @@ class Run:
     outcomes: dict[str, int]
 
 
-def run(processes: int, concurrency: int, answer_tokens: int, cap: float = 1.0) -> Run:
-    """Run the workload once on a fresh ledger; the spend is read back from the file."""
-    from tierwise.ledger import Ledger, day_start
+def run(
+    processes: int, concurrency: int, answer_tokens: int, cap: float = 1.0,
+    postgres: str | None = None,
+) -> Run:  # fmt: skip
+    """Run the workload once on a fresh ledger; the spend is read back from it.
+
+    ``postgres``: a server URL; the ledger is then a fresh schema there, not a file.
+    """
+    if postgres is None:
+        return _run(processes, concurrency, answer_tokens, cap, None)
+    from tierwise.testing.postgres import scratch_schema
+
+    with scratch_schema(postgres, "tierwise_budget") as url:
+        return _run(processes, concurrency, answer_tokens, cap, url)
+
+
+def _run(
+    processes: int, concurrency: int, answer_tokens: int, cap: float, url: str | None
+) -> Run:
+    from tierwise.ledger import day_start, open_ledger
     from tierwise.testing import Reply, Simulator
 
     text = ("lorem ipsum " * (answer_tokens // 2 + 1))[: answer_tokens * 4]
@@ -82,7 +103,7 @@ def run(processes: int, concurrency: int, answer_tokens: int, cap: float = 1.0) 
         sim.script("*", Reply.text(text))
         config = Path(tmp) / "tierwise.toml"
         config.write_text(sim.toml_snippet())
-        ledger_path = Path(tmp) / "ledger.sqlite3"
+        ledger_path: str | Path = url or Path(tmp) / "ledger.sqlite3"
         env = {
             **os.environ, **sim.environment(),
             "TIERWISE_CONFIG": str(config), "TIERWISE_LEDGER": str(ledger_path),
@@ -91,7 +112,7 @@ def run(processes: int, concurrency: int, answer_tokens: int, cap: float = 1.0) 
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
             ),
         }  # fmt: skip
-        Ledger(ledger_path).close()  # created once, before the processes race to open it
+        open_ledger(ledger_path).close()  # created once, before the processes race to open it
         children = [
             subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(ledger_path), str(concurrency), str(cap)],
@@ -119,19 +140,27 @@ def run(processes: int, concurrency: int, answer_tokens: int, cap: float = 1.0) 
                 if child.poll() is None:
                     child.kill()
                     child.wait()
-        with Ledger(ledger_path) as ledger:
+        with open_ledger(ledger_path) as ledger:
             spent = ledger.spent(since=day_start())
     return Run(processes, concurrency, answer_tokens, spent, outcomes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Print the spend of each configuration; exit 1 if any crossed the cap."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.budget_cap")
+    parser.add_argument("--postgres", metavar="URL", help="ledger and holds in PostgreSQL")
+    postgres = parser.parse_args(argv).postgres
     configurations = ((3, 10, 500), (3, 10, 2000), (1, 10, 2000))
+    if postgres is not None:
+        configurations = ((4, 10, 500), (4, 10, 2000), (1, 10, 2000))
     worst = 0.0
-    print("max_cost_per_day = $1.00, one ledger, calls pinned to claude-opus-4, simulator")
+    where = "PostgreSQL" if postgres else "one ledger file"
+    print(f"max_cost_per_day = $1.00, {where}, calls pinned to claude-opus-4, simulator")
     print(f"{'processes x calls':>18}  {'answer tokens':>13}  {'recorded spend':>14}  outcomes")
     for processes, concurrency, tokens in configurations:
-        result = run(processes, concurrency, tokens)
+        result = run(processes, concurrency, tokens, postgres=postgres)
         worst = max(worst, result.spent)
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
         print(f"{f'{processes} x {concurrency}':>18}  {tokens:>13,}  "

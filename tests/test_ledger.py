@@ -22,6 +22,7 @@ from typing import Any
 import platformdirs
 import pytest
 
+import tierwise.ledger.batching as batching_module
 import tierwise.ledger.journal as journal_module
 import tierwise.ledger.store as store_module
 from tierwise.catalog.policy import Policy
@@ -277,7 +278,7 @@ def test_totals_are_exact_while_threads_record_and_the_writer_commits(
     whose record() had returned before the read and those whose record() had started.
     Rows are dropped from memory aggressively to exercise the re-read path too.
     """
-    monkeypatch.setattr(store_module, "_KEEP_MARGIN", 0.0)
+    monkeypatch.setattr(batching_module, "_KEEP_MARGIN", 0.0)
     threads, per_thread = 4, 400
     started = done = 0
     counter = threading.Lock()

@@ -3,8 +3,9 @@
 One machine needs nothing here: rate limits and breakers live in the process, the ledger
 and budgets in a SQLite file. Several processes (web workers, LangGraph Server replicas,
 parallel batch jobs) share one account's free quotas and money, so they must share that
-state too: ``redis_url`` moves the rate-limit windows into Redis; ``postgres_url`` names the
-PostgreSQL database for LangGraph checkpoints (pass it to
+state too: ``redis_url`` moves the rate-limit windows into Redis; ``postgres_url`` moves the
+ledger, quality evidence and budget holds into PostgreSQL and names the database for
+LangGraph checkpoints (pass it to
 :func:`tierwise.graphs.checkpoint.postgres_checkpointer`; ``tierwise doctor`` checks it).
 ``TIERWISE_REDIS_URL`` and ``TIERWISE_POSTGRES_URL`` override the file, as credentials do,
 because a URL may carry a password and deployments inject those through the environment.
@@ -33,7 +34,8 @@ class StateConfig(BaseModel):
         None, description="Redis for shared rate limits, e.g. redis://127.0.0.1:6379/0."
     )
     postgres_url: str | None = Field(
-        None, description="PostgreSQL for LangGraph checkpoints, e.g. postgresql://host/db."
+        None, description="PostgreSQL for the ledger, budgets and LangGraph checkpoints, "
+        "e.g. postgresql://host/db."
     )
 
     @field_validator("redis_url", "postgres_url")

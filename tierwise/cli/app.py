@@ -131,7 +131,7 @@ def route(
     max_tier: MaxTierOption = None,
     tools: Annotated[bool, typer.Option("--tools", help="The call needs tool calling.")] = False,
     ledger_path: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--ledger", help="Ledger whose recent record demotes failing or slow "
                      "models and whose quality evidence reorders them within their tier, as "
                      "a router with this ledger does."),
@@ -144,7 +144,7 @@ def route(
         policy = _policy(settings, policy_mode, max_tier)
         # the router's own view: probe, circuit breakers, and the ledger's record if given
         if ledger_path is not None:
-            with _open_ledger(ledger_path) as ledger:
+            with _open_ledger(ledger_path, settings) as ledger:
                 snapshot = Availability(settings, ledger=ledger).snapshot()
         else:
             snapshot = Availability(settings).snapshot()
@@ -274,7 +274,7 @@ def ask(
     if not prompt.strip():
         out.fail("the prompt is empty", "pass the text to answer as the second argument")
     from tierwise.guards.budget import BudgetExceeded
-    with _settings(config) as settings, _recording_ledger(ledger_path, record) as ledger:
+    with _settings(config) as settings, _recording_ledger(ledger_path, record, settings) as ledger:
         router = ModelRouter(
             settings, policy=_policy(settings, policy_mode, max_tier), ledger=ledger
         )
@@ -365,7 +365,7 @@ def run(
         out.fail(exc.message, exc.hint, code=exc.code)
     with _settings(config) as settings:
         policy = _policy(settings, policy_mode, max_tier)
-        with _recording_ledger(ledger_path, record) as ledger:
+        with _recording_ledger(ledger_path, record, settings) as ledger:
             try:
                 asyncio.run(execute(request, settings=settings, policy=policy, ledger=ledger,
                                     out=out))
@@ -452,7 +452,7 @@ def budget(
     from tierwise.guards.budget import BudgetGuard
 
     with _settings(config) as settings:
-        ledger = _open_ledger(ledger_path)
+        ledger = _open_ledger(ledger_path, settings)
         with ledger:
             quota_models = [s for s in settings.catalog if s.limits.rpd is not None]
             caps = BudgetGuard(ledger).status(settings.policy, models=quota_models)

@@ -49,8 +49,9 @@ PolicyOption = Annotated[
 ]
 MaxTierOption = Annotated[Tier | None, typer.Option("--max-tier", help="Highest tier allowed.")]
 LedgerOption = Annotated[
-    Path | None,
-    typer.Option("--ledger", help="Ledger file (default: $TIERWISE_LEDGER or the user data dir)."),
+    str | None,
+    typer.Option("--ledger", help="Ledger file or postgresql:// URL (default: [state] "
+                 "postgres_url, else $TIERWISE_LEDGER or the user data dir)."),
 ]
 RecordOption = Annotated[
     bool, typer.Option("--record/--no-record", help="Record the attempts in the ledger.")
@@ -257,33 +258,60 @@ def _policy(settings: Settings, mode: PolicyMode | None, max_tier: Tier | None) 
         out.fail(f"invalid policy: {problem}", "see `tierwise route --help`")
 
 
-def _open_ledger(path: Path | None) -> Ledger:
-    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
+def _ledger_target(given: str | None, settings: Settings | None) -> str | Path:
+    """``--ledger``, else the configured PostgreSQL database, else the default file."""
+    from tierwise.ledger import default_ledger_path, is_postgres_url
 
-    target = path or default_ledger_path()
-    if not target.is_file():
+    if given is not None:
+        return given if is_postgres_url(given) else Path(given).expanduser()
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            out.fail(str(exc), "fix the file, or pass --ledger")
+    return settings.ledger or settings.state.postgres_url or default_ledger_path()
+
+
+def _open_ledger(given: str | None, settings: Settings | None = None) -> Ledger:
+    """The ledger to read (``tierwise stats`` and co.); one error line if it cannot be."""
+    from tierwise.ledger import LedgerError, LedgerUnavailable, open_ledger
+
+    target = _ledger_target(given, settings)
+    if isinstance(target, Path) and not target.is_file():
         out.fail(f"no ledger at {target}", "`tierwise ask` records into it, or pass --ledger")
     try:
-        return Ledger(target)
+        return open_ledger(target)
+    except LedgerUnavailable as exc:
+        out.fail(f"cannot open the ledger: {exc}", _UNREACHABLE, code=1)
     except LedgerError as exc:
         out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
 
 
+_UNREACHABLE = ("start PostgreSQL or fix [state] postgres_url / TIERWISE_POSTGRES_URL, "
+                "or pass --ledger with a ledger file")  # fmt: skip
+
+
 @contextmanager
-def _recording_ledger(path: Path | None, record: bool) -> Iterator[Ledger | None]:
+def _recording_ledger(
+    given: str | None, record: bool, settings: Settings | None = None
+) -> Iterator[Ledger | None]:
     """The ledger ``ask`` and ``run`` record into (``None`` with ``--no-record``).
 
     A file that is not a ledger, a newer one, a directory or an unwritable place is one
-    error line (exit 2), before any model is called.
+    error line (exit 2), before any model is called; so is PostgreSQL not answering
+    (exit 1).
     """
     if not record:
         yield None
         return
-    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import LedgerError, LedgerUnavailable, open_ledger
 
-    target = path or default_ledger_path()
+    target = _ledger_target(given, settings)
     try:
-        ledger = Ledger(target)
+        ledger = open_ledger(target)
+    except LedgerUnavailable as exc:
+        out.fail(f"cannot record into the ledger: {exc}", f"{_UNREACHABLE}, or --no-record",
+                 code=1)  # fmt: skip
     except (LedgerError, OSError, sqlite3.Error) as exc:
         reason = str(exc) if isinstance(exc, LedgerError) else f"{target}: {exc}"
         out.fail(f"cannot record into the ledger: {reason}",

@@ -21,10 +21,12 @@ from rich.table import Table
 
 from tierwise.catalog.specs import TaskType
 from tierwise.cli.common import (
+    _UNREACHABLE,
     ConfigOption,
     JsonOption,
     LedgerOption,
     OperationArgument,
+    _ledger_target,
     _settings,
     out,
 )
@@ -159,13 +161,15 @@ def eval_command(
 ) -> None:
     """Score models on a gold-labelled data set and record the results as quality evidence."""
     from tierwise.evaluation.harness import evaluate
-    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
+    from tierwise.ledger import LedgerError, LedgerUnavailable, open_ledger
     from tierwise.routing.router import ModelRouter
 
     sample = _data(data, operation, limit, labels, seed)
     with _settings(config) as settings:
         try:
-            ledger = Ledger(ledger_path or default_ledger_path())
+            ledger = open_ledger(_ledger_target(ledger_path, settings))
+        except LedgerUnavailable as exc:
+            out.fail(f"cannot open the ledger: {exc}", _UNREACHABLE, code=1)
         except LedgerError as exc:
             out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
         with ledger:

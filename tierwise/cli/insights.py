@@ -162,7 +162,7 @@ def recommend_command(
     if min_n < 1:
         out.fail(f"invalid --min-n {min_n}", "use a number of calls of at least 1, e.g. 20")
     start = _since(since)
-    with _settings(config) as settings, _open_ledger(ledger_path) as ledger:
+    with _settings(config) as settings, _open_ledger(ledger_path, settings) as ledger:
         recs = recommend(ledger, settings.catalog, since=start, min_n=min_n,
                          operation=operation.value if operation else None)  # fmt: skip
     snippet = toml_snippet(recs)

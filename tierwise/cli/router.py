@@ -19,7 +19,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import App, JsonOption, LedgerOption, out
+from tierwise.cli.common import (
+    App,
+    JsonOption,
+    LedgerOption,
+    _ledger_target,
+    _open_ledger,
+    out,
+)
 
 router_app: typer.Typer = App(
     help="Train and score the learned router (policy mode `learned`).", no_args_is_help=True
@@ -61,7 +68,6 @@ def train(
     from tierwise.learning.learned_router import LearnedRouter
     from tierwise.learning.routellm import load_labelled
     from tierwise.learning.train import train_from_sources
-    from tierwise.ledger import Ledger, LedgerError, default_ledger_path
     from tierwise.routing.steering import default_router_path
 
     target = out_path or default_router_path()
@@ -77,13 +83,11 @@ def train(
         except (OSError, ValueError) as exc:
             out.fail(f"--incremental needs a trained router: {exc}",
                      "train one first without --incremental")  # fmt: skip
-    ledger_file = ledger_path or default_ledger_path()
     ledger = None
-    if use_ledger and ledger_file.is_file():
-        try:
-            ledger = Ledger(ledger_file)
-        except LedgerError as exc:
-            out.fail(str(exc), "pass --ledger pointing at a tierwise ledger file")
+    if use_ledger:
+        found = _ledger_target(ledger_path, None)
+        if not isinstance(found, Path) or found.is_file():
+            ledger = _open_ledger(ledger_path)
     started = time.perf_counter()
     try:
         router, rows = train_from_sources(

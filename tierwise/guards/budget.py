@@ -161,19 +161,8 @@ class BudgetExceeded(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Keyword arguments survive pickling (process pools, checkpoints)."""
-        return (
-            _rebuild,
-            (
-                self.cap,
-                self.limit,
-                self.spent,
-                self.estimate,
-                self.model,
-                self.retry_after,
-                self.note,
-                self.held,
-            ),
-        )
+        return (_rebuild, (self.cap, self.limit, self.spent, self.estimate, self.model,
+                           self.retry_after, self.note, self.held))
 
 
 def _rebuild(
@@ -187,14 +176,8 @@ def _rebuild(
     held: float = 0.0,
 ) -> BudgetExceeded:
     return BudgetExceeded(
-        cap,
-        limit=limit,
-        spent=spent,
-        estimate=estimate,
-        model=model,
-        retry_after=retry_after,
-        note=note,
-        held=held,
+        cap, limit=limit, spent=spent, estimate=estimate, model=model,
+        retry_after=retry_after, note=note, held=held,
     )
 
 
@@ -332,10 +315,7 @@ class BudgetGuard:
         if refusal is not None or not self._ledger_caps(spec, policy, run_id):
             return refusal
         result = self._transaction(
-            spec,
-            policy,
-            run_id,
-            estimated_cost,
+            spec, policy, run_id, estimated_cost,
             lambda left: (True if estimated_cost <= left + _EPSILON else None, 0.0),
         )
         return result if isinstance(result, BudgetExceeded) else None
@@ -362,10 +342,8 @@ class BudgetGuard:
         """
         price = spec.price
         capped = self._ledger_caps(spec, policy, run_id) and price.output_per_mtok > 0
-        answer = (
-            max_tokens
-            if max_tokens is not None
-            else (DEFAULT_ANSWER_TOKENS if capped else expected_tokens)
+        answer = max_tokens if max_tokens is not None else (
+            DEFAULT_ANSWER_TOKENS if capped else expected_tokens
         )
         worst = price.cost(prompt_tokens, answer)
         _valid(worst)
@@ -426,7 +404,9 @@ class BudgetGuard:
         return result
 
     # ------------------------------------------------------------------ internals
-    def _per_call(self, spec: ModelSpec, estimate: float, policy: Policy) -> BudgetExceeded | None:
+    def _per_call(
+        self, spec: ModelSpec, estimate: float, policy: Policy
+    ) -> BudgetExceeded | None:
         limit = policy.max_cost_per_call
         if limit is not None and estimate > limit + _EPSILON:
             return BudgetExceeded("per_call", limit=limit, spent=0.0, estimate=estimate,
@@ -483,17 +463,10 @@ class BudgetGuard:
             left, cap, limit, found, retry_after = tightest
             verdict, amount = fit(left)
             if verdict is None:
-                refusal.append(
-                    BudgetExceeded(
-                        cap,
-                        limit=limit,
-                        spent=found.used,
-                        estimate=estimate,
-                        model=spec.key,
-                        retry_after=retry_after,
-                        held=found.held,
-                    )
-                )
+                refusal.append(BudgetExceeded(
+                    cap, limit=limit, spent=found.used, estimate=estimate, model=spec.key,
+                    retry_after=retry_after, held=found.held,
+                ))
             return verdict, amount
 
         try:
@@ -502,14 +475,8 @@ class BudgetGuard:
         except HoldsUnavailable as exc:
             # Budgets must trip: a ledger that cannot be read refuses paid calls.
             cap, limit = caps[0][0], caps[0][1]
-            return BudgetExceeded(
-                cap,
-                limit=limit,
-                spent=limit,
-                estimate=estimate,
-                model=spec.key,
-                note=f"the ledger could not be read: {exc}",
-            )
+            return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
+                                  model=spec.key, note=f"the ledger could not be read: {exc}")
         if refusal:
             return refusal[0]
         return verdict, hold_id
@@ -524,7 +491,7 @@ class BudgetGuard:
             reservations.release(hold_id)
         except HoldsUnavailable:
             # The hold then counts until it expires: spend is over-, never under-counted.
-            logger.warning("ledger %s: cannot release a budget hold", ledger.path,
+            logger.warning("ledger %s: cannot release a budget hold", ledger.label,
                            exc_info=True)  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tierwise.catalog.specs import ModelSpec
 from tierwise.ledger.rows import DAY, day_start
+from tierwise.ledger.schema import LedgerError
 from tierwise.providers.failures import FailureKind
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class DailyQuota:
         if self.ledger is not None:
             try:
                 sent = self.ledger.requests(key, since=today)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, LedgerError) as exc:
                 return QuotaExceeded(key, limit=rpd, used=None, retry_after=None,
                                      note=f"the ledger could not be read: {exc}")
         else:

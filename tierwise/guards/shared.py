@@ -2,7 +2,9 @@
 
 Nothing set: everything stays in this process (and the SQLite ledger), as on one machine.
 A Redis URL moves the rate-limit windows into Redis so every process routing on the same
-account shares them. redis-py is imported only then (it is the ``scale`` extra).
+account shares them; a PostgreSQL URL moves the ledger, quality evidence and budget holds
+there (:mod:`tierwise.ledger.postgres`), and LangGraph's checkpoints if asked. redis-py and
+psycopg are imported only then (the ``scale`` extra).
 """
 
 from __future__ import annotations
@@ -51,14 +53,20 @@ def state_backends(settings: Settings) -> list[StateBackend]:
     else:
         rows.append(_redis_row(url))
     rows.append(StateBackend("circuit breakers", "in-process"))
-    rows.append(StateBackend("budgets, ledger", "SQLite ledger file"))
-    if settings.state.postgres_url is not None:
-        rows.append(_postgres_row(settings.state.postgres_url))
+    pg = settings.state.postgres_url
+    if pg is None or settings.ledger is not None:
+        rows.append(StateBackend("budgets, ledger", "SQLite ledger file"))
+    else:
+        rows.append(_postgres_row(pg, "budgets, ledger, evidence",
+                                  "no ledger: calls are not recorded, day caps not enforced"))
+    if pg is not None:
+        rows.append(_postgres_row(pg, "graph checkpoints (postgres_checkpointer)",
+                                  "checkpointed graphs cannot start"))
     return rows
 
 
-def _postgres_row(url: str) -> StateBackend:
-    kind, shown = "graph checkpoints (postgres_checkpointer)", f"PostgreSQL {redact_url(url)}"
+def _postgres_row(url: str, kind: str, consequence: str) -> StateBackend:
+    shown = f"PostgreSQL {redact_url(url)}"
     try:
         import psycopg
     except ImportError:
@@ -68,7 +76,7 @@ def _postgres_row(url: str) -> StateBackend:
         psycopg.connect(url, connect_timeout=2).close()
     except psycopg.Error as exc:
         return StateBackend(kind, shown, redact_url(f"{type(exc).__name__}: {exc}".strip()),
-                            "checkpointed graphs cannot start")
+                            consequence)
     return StateBackend(kind, shown)
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from tierwise.ledger.queries import WriteConnection
+
 __all__ = [
     "EVAL",
     "ESCALATION",
@@ -171,16 +173,26 @@ class EvidenceStore:
         0.75
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
-        """Open ``path`` (the ledger file), creating the evidence tables if needed."""
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, conn: WriteConnection | None = None
+    ) -> None:
+        """Open ``path`` (the ledger file), creating the evidence tables if needed.
+
+        ``conn``: a connection to a ledger database whose tables exist (PostgreSQL);
+        ``path`` then only names it.
+        """
         self.path = Path(path).expanduser()
+        self._lock = threading.Lock()
+        self._totals: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._seen_id = 0  # outcomes up to this id are in _totals
+        self._in_ledger = conn is not None  # the database surely holds ``attempts``
+        if conn is not None:
+            self._conn: WriteConnection = conn
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        self._lock = threading.Lock()
-        self._totals: dict[tuple[str, str, str], tuple[int, float]] = {}
-        self._seen_id = 0  # outcomes up to this id are in _totals
         with self._lock:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -225,7 +237,8 @@ class EvidenceStore:
         text = " ".join(map(str, ids))
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO features (call_id, operation, ids) VALUES (?, ?, ?)",
+                "INSERT INTO features (call_id, operation, ids) VALUES (?, ?, ?) ON CONFLICT "
+                "(call_id) DO UPDATE SET operation = excluded.operation, ids = excluded.ids",
                 (call_id, str(operation), text),
             )
 
@@ -334,7 +347,7 @@ class EvidenceStore:
         sql = (
             "SELECT o.call_id, o.operation, o.model, f.ids, avg(o.score), min(o.time) "
             f"FROM outcomes o JOIN features f ON f.call_id = o.call_id{where} "
-            "GROUP BY o.call_id, o.model"
+            "GROUP BY o.call_id, o.model, o.operation, f.ids"
         )
         if self._has_attempts():
             where_a, params_a = _where(operation=operation, since=since, table="a")
@@ -349,11 +362,13 @@ class EvidenceStore:
             sql += (
                 " UNION ALL SELECT a.call_id, a.operation, a.model, f.ids, 0.0, min(a.time) "
                 f"FROM attempts a JOIN features f ON f.call_id = a.call_id{clause} "
-                "GROUP BY a.call_id, a.model"
+                "GROUP BY a.call_id, a.model, a.operation, f.ids"
             )
             params += params_a
         with self._lock:
-            found = self._conn.execute(f"SELECT * FROM ({sql}) ORDER BY 6", params).fetchall()
+            found = self._conn.execute(
+                f"SELECT * FROM ({sql}) AS labelled ORDER BY 6", params
+            ).fetchall()
         return [
             TrainingRow(call, op, model, tuple(int(i) for i in ids.split()), float(score))
             for call, op, model, ids, score, _ in found
@@ -361,6 +376,8 @@ class EvidenceStore:
 
     def _has_attempts(self) -> bool:
         """Whether the file is a ledger (holds the ``attempts`` table) and not only evidence."""
+        if self._in_ledger:
+            return True
         with self._lock:
             return bool(self._conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'"

@@ -1,25 +1,29 @@
 """Reading the ledger for monitoring: per-model stats, rolling health and performance, rows.
 
-Functions over a read connection, so the :class:`~tierwise.ledger.store.Ledger` that owns
-the connection stays about writing; ``tierwise stats`` / ``report``, the router's dynamic
-model selection and the insights read through its thin methods.
+Functions over a read connection, so the ledger that owns the connection stays about
+writing; ``tierwise stats`` / ``report``, the router's dynamic model selection and the
+insights read through its thin methods. The SQL is written once for SQLite and PostgreSQL
+(``?`` parameters, which the PostgreSQL connection translates; no SQLite-only syntax but
+the index hints ``NOT INDEXED`` and ``+column``, which it drops).
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from tierwise.ledger.rows import DAY, OK, SELECT_ROW, LedgerRow, from_values
 
 __all__ = [
+    "Connection",
+    "Cursor",
     "Health",
     "ModelStats",
     "Performance",
+    "WriteConnection",
     "health",
     "health_window",
     "percentile",
@@ -27,6 +31,44 @@ __all__ = [
     "rows",
     "stats",
 ]
+
+
+class Cursor(Protocol):
+    """The rows of one statement."""
+
+    def fetchone(self) -> Any:
+        """The next row, ``None`` at the end."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        ...
+
+
+class Connection(Protocol):
+    """What queries need of a connection: ``sqlite3``'s, or the PostgreSQL adapter."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor:
+        """Run one statement with ``?`` parameters."""
+        ...
+
+
+class WriteConnection(Connection, Protocol):
+    """A connection the evidence and reservation stores also write and close through."""
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a ``BEGIN`` is open."""
+        ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor:
+        """Run one statement per parameter set."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
 
 # Performance by pairs starts from the first row recorded this long before ``since``.
 _EDGE: Final = 5.0
@@ -180,7 +222,7 @@ def _filters(
 
 
 def rows(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     since: float | None = None,
     operation: str | None = None,
@@ -194,7 +236,7 @@ def rows(
     where, params = _filters(since, operation, tier)
     sql = f"SELECT {SELECT_ROW}, id FROM attempts{where}"
     if limit is not None:
-        sql = (f"SELECT * FROM ({sql} ORDER BY time DESC, id DESC LIMIT ?) "
+        sql = (f"SELECT * FROM ({sql} ORDER BY time DESC, id DESC LIMIT ?) AS recent "
                "ORDER BY time, id")  # fmt: skip
         params.append(int(limit))
     else:
@@ -204,7 +246,7 @@ def rows(
 
 
 def stats(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     since: float | None = None,
     operation: str | None = None,
@@ -215,13 +257,15 @@ def stats(
     Sorted by operation, then model.
     """
     where, params = _filters(since, operation, tier)
-    # max(id) makes the bare provider/tier columns come from the most recent row.
+    # provider and tier come from each group's most recent row (max(id)).
     totals_sql = f"""
-        SELECT operation, model, provider, tier, max(id),
-               count(*), sum(sent), sum(outcome = '{OK}'), sum(outcome != '{OK}'),
-               sum(repair), sum(escalation), sum(input_tokens), sum(output_tokens),
-               total(cost)
-        FROM attempts{where} GROUP BY operation, model ORDER BY operation, model"""
+        SELECT g.*, a.provider, a.tier FROM (
+            SELECT operation, model, max(id) AS last,
+                   count(*), sum(sent), sum(CASE WHEN outcome = '{OK}' THEN 1 ELSE 0 END),
+                   sum(CASE WHEN outcome = '{OK}' THEN 0 ELSE 1 END), sum(repair),
+                   sum(escalation), sum(input_tokens), sum(output_tokens), total(cost)
+            FROM attempts{where} GROUP BY operation, model) AS g
+        JOIN attempts a ON a.id = g.last ORDER BY g.operation, g.model"""
     ok_where = f"{where} AND outcome = '{OK}'" if where else f" WHERE outcome = '{OK}'"
     latency_sql = (f"SELECT operation, model, latency FROM attempts{ok_where} "
                    "ORDER BY operation, model, latency")  # fmt: skip
@@ -235,8 +279,10 @@ def stats(
     for op, model, latency in latency_rows:
         latencies.setdefault((op, model), []).append(latency)
     result: list[ModelStats] = []
-    for (op, model, provider, tier_, _, attempts, calls, successes, failures, repairs,
-         escalations, input_tokens, output_tokens, spend) in groups:  # fmt: skip
+    for (op, model, _, attempts, calls, successes, failures, repairs, escalations,
+         input_tokens, output_tokens, spend, provider, tier_) in (
+            (*g[:3], *map(int, g[3:11]), float(g[11]), *g[12:]) for g in groups
+        ):  # fmt: skip
         ok = latencies.get((op, model), [])
         result.append(ModelStats(
             operation=op,
@@ -261,9 +307,7 @@ def stats(
     return result
 
 
-def health_window(
-    conn: sqlite3.Connection, operation: str, model: str, last_n: int = 50
-) -> Health:
+def health_window(conn: Connection, operation: str, model: str, last_n: int = 50) -> Health:
     """Success rate and median latency of the last ``last_n`` sent calls of one model.
 
     Reads committed rows only: this process's last ``flush_interval`` may be missing,
@@ -278,7 +322,7 @@ def health_window(
 
 
 def health(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     last_n: int = 50,
     since: float | None = None,
@@ -299,7 +343,7 @@ def health(
         SELECT operation, model, outcome, latency FROM (
             SELECT operation, model, outcome, latency, row_number() OVER (
                 PARTITION BY operation, model ORDER BY id DESC) AS recent
-            FROM attempts WHERE {where})
+            FROM attempts WHERE {where}) AS windowed
         WHERE recent <= ? ORDER BY operation, model"""
     found = conn.execute(sql, (*params, int(last_n))).fetchall()
     grouped: dict[tuple[str, str], list[tuple[str, float]]] = {}
@@ -309,7 +353,7 @@ def health(
 
 
 def performance(
-    conn: sqlite3.Connection,
+    conn: Connection,
     pairs: Iterable[tuple[str, str]] | None = None,
     *,
     last_n: int = 20,
@@ -358,7 +402,7 @@ def performance(
 
 
 def _performance_scan(
-    conn: sqlite3.Connection, start: float, last_n: int, operation: str | None
+    conn: Connection, start: float, last_n: int, operation: str | None
 ) -> dict[tuple[str, str], Performance]:
     """:func:`performance` for every pair, in one query over the rows since ``start``."""
     where = "sent = 1 AND time >= ?"
@@ -370,7 +414,7 @@ def _performance_scan(
         SELECT operation, model, outcome, latency, cost FROM (
             SELECT operation, model, outcome, latency, cost, row_number() OVER (
                 PARTITION BY operation, model ORDER BY id DESC) AS recent
-            FROM attempts WHERE {where})
+            FROM attempts WHERE {where}) AS windowed
         WHERE recent <= ? ORDER BY operation, model"""
     found = conn.execute(sql, (*params, int(last_n))).fetchall()
     grouped: dict[tuple[str, str], list[tuple[str, float, float]]] = {}

@@ -33,9 +33,18 @@ from functools import partial
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
-from tierwise.ledger.schema import connect, retry_busy
+from tierwise.ledger.queries import WriteConnection
+from tierwise.ledger.schema import LedgerUnavailable, connect, retry_busy
 
-__all__ = ["DEFAULT_TTL", "Held", "HoldId", "HoldStore", "HoldsUnavailable", "Reservations"]
+__all__ = [
+    "DEFAULT_TTL",
+    "INSERT_HOLD",
+    "Held",
+    "HoldId",
+    "HoldStore",
+    "HoldsUnavailable",
+    "Reservations",
+]
 
 _T = TypeVar("_T")
 
@@ -49,6 +58,11 @@ _SCHEMA: Final = (
         host TEXT NOT NULL,
         expires REAL NOT NULL
     )""",
+)
+#: A hold's row (parameters: amount, provider, run_id, pid, host, expires).
+INSERT_HOLD: Final = (
+    "INSERT INTO reservations (amount, provider, run_id, pid, host, expires) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 #: Seconds a hold counts at most, for holds of processes on other hosts that died.
 DEFAULT_TTL: Final = 900.0
@@ -117,16 +131,30 @@ class Reservations:
         self.ttl = ttl
         self._host = socket.gethostname()
         self._lock = threading.Lock()  # one transaction at a time on the connection
-        self._conn: sqlite3.Connection | None = None
+        self._conn: WriteConnection | None = None
         self._pid = -1
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> WriteConnection:
         if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
-            conn = connect(self.path, self.busy_timeout)
-            for statement in _SCHEMA:
-                retry_busy(partial(conn.execute, statement), self.busy_timeout)
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid = self._open(), os.getpid()
         return self._conn
+
+    def _open(self) -> WriteConnection:
+        """A connection to the ledger database, the table created."""
+        conn = connect(self.path, self.busy_timeout)
+        for statement in _SCHEMA:
+            retry_busy(partial(conn.execute, statement), self.busy_timeout)
+        return conn
+
+    def _begin(self, conn: WriteConnection) -> None:
+        """Start the transaction no other process's hold can interleave with."""
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _insert(self, conn: WriteConnection, values: tuple[object, ...]) -> HoldId:
+        """Insert a hold's row; its id."""
+        cursor = conn.execute(INSERT_HOLD, values)
+        hold_id: int = getattr(cursor, "lastrowid")  # noqa: B009 - sqlite3's, not the protocol's
+        return hold_id
 
     def hold(
         self,
@@ -142,7 +170,7 @@ class Reservations:
         with self._lock:
             try:
                 return self._hold(decide, provider, run_id)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, LedgerUnavailable) as exc:
                 raise HoldsUnavailable(f"{self.path}: {exc}") from exc
 
     def _hold(
@@ -152,14 +180,14 @@ class Reservations:
         run_id: str | None,
     ) -> tuple[_T, HoldId | None]:
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             now = _time.time()
             self._expire(conn, now)
 
             def read(since: float, provider: str | None = None, run_id: str | None = None) -> Held:
                 where, params = "time >= ?", list[object]([since])
-                hwhere, hparams = "1", list[object]()
+                hwhere, hparams = "1 = 1", list[object]()
                 for column, value in (("provider", provider), ("run_id", run_id)):
                     if value is not None:
                         where += f" AND {column} = ?"
@@ -175,14 +203,12 @@ class Reservations:
                 return Held(float(spent), float(held))
 
             verdict, amount = decide(read)
-            hold_id: int | None = None
+            hold_id: HoldId | None = None
             if amount > 0:
-                cursor = conn.execute(
-                    "INSERT INTO reservations (amount, provider, run_id, pid, host, expires) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                hold_id = self._insert(
+                    conn,
                     (float(amount), provider, run_id, os.getpid(), self._host, now + self.ttl),
                 )
-                hold_id = cursor.lastrowid
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -199,10 +225,10 @@ class Reservations:
                     lambda: conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,)),
                     self.busy_timeout,
                 )
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, LedgerUnavailable) as exc:
                 raise HoldsUnavailable(f"{self.path}: {exc}") from exc
 
-    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
+    def _expire(self, conn: WriteConnection, now: float) -> None:
         """Drop holds past their expiry, and this host's holds whose process is gone."""
         conn.execute("DELETE FROM reservations WHERE expires < ?", (now,))
         pids = conn.execute(

@@ -23,7 +23,14 @@ from typing import Any, Final
 
 from tierwise.ledger.rows import COLUMNS, SELECT_ROW, LedgerRow, to_params
 
-__all__ = ["SCHEMA_VERSION", "LedgerError", "commit", "connect", "retry_busy"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "LedgerError",
+    "LedgerUnavailable",
+    "commit",
+    "connect",
+    "retry_busy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +42,15 @@ class LedgerError(RuntimeError):
     """The ledger file cannot be used (written by a newer tierwise, or not a ledger)."""
 
 
-_INSERT: Final = (
-    f"INSERT INTO attempts ({SELECT_ROW}) VALUES ({', '.join('?' * len(COLUMNS))})"
-)
+class LedgerUnavailable(LedgerError):
+    """The ledger's database server does not answer or refused a statement (PostgreSQL).
+
+    A SQLite ledger raises :class:`sqlite3.Error` in the same places; callers that must
+    go on without a ledger catch both.
+    """
+
+
+_INSERT: Final = f"INSERT INTO attempts ({SELECT_ROW}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _UPSERT_WRITER: Final = (
     "INSERT INTO writers (writer, seq, pid, updated) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (writer) DO UPDATE SET seq = max(seq, excluded.seq), "

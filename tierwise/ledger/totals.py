@@ -11,11 +11,11 @@ exactly once — from the database or from memory, never both.
 from __future__ import annotations
 
 import math
-import sqlite3
 import time as _time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tierwise.ledger.queries import Connection
 from tierwise.ledger.rows import OK, LedgerRow
 
 __all__ = ["Tally", "answered_tally", "requests_tally", "spent_tally"]
@@ -53,7 +53,7 @@ class Tally:
         self.delta = 0.0
         self.delta_seq = 0
 
-    def fetch(self, conn: sqlite3.Connection, writer: str) -> None:
+    def fetch(self, conn: Connection, writer: str) -> None:
         """Read the rows committed since the last fetch; own rows restart from that snapshot."""
         now = _time.monotonic()
         if self.last_id is None:

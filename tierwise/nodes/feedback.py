@@ -26,7 +26,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from tierwise.catalog.specs import TaskType
-from tierwise.ledger import Ledger
+from tierwise.ledger import Ledger, LedgerError
 from tierwise.ledger.evidence import ESCALATION, JUDGE, Outcome
 
 __all__ = ["keep_features", "record_escalation", "record_judgement"]
@@ -48,8 +48,8 @@ def _judgeable(entry: Mapping[str, Any] | None) -> bool:
 def _record(ledger: Ledger, outcome: Outcome) -> None:
     try:
         ledger.evidence.record([outcome])
-    except sqlite3.Error as exc:
-        logger.warning("ledger %s: cannot record a %s outcome (%s)", ledger.path,
+    except (sqlite3.Error, LedgerError) as exc:
+        logger.warning("ledger %s: cannot record a %s outcome (%s)", ledger.label,
                        outcome.source, exc)  # fmt: skip
 
 
@@ -111,7 +111,7 @@ def keep_features(
     ids = feature_ids(prompt_text(messages, operation))
     try:
         ledger.evidence.record_features(call_id, operation.value, ids.tolist())
-    except sqlite3.Error as exc:
-        logger.warning("ledger %s: cannot keep prompt features (%s)", ledger.path, exc)
+    except (sqlite3.Error, LedgerError) as exc:
+        logger.warning("ledger %s: cannot keep prompt features (%s)", ledger.label, exc)
         return False
     return True

@@ -28,7 +28,7 @@ from typing import Protocol
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import Catalog, ModelSpec
 from tierwise.guards.health import HealthBoard
-from tierwise.ledger import Ledger
+from tierwise.ledger import Ledger, LedgerError
 from tierwise.ledger.evidence import Measured
 from tierwise.providers.clients import Availability as Probe
 from tierwise.providers.clients import ProbeCache
@@ -223,8 +223,8 @@ class Availability:
                 read_standings(rule, ledger, self.settings.catalog, time.time())
                 if rule is not None else frozenset()
             )
-        except sqlite3.Error as exc:
-            logger.warning("ledger %s: cannot read the models' record (%s)", ledger.path, exc)
+        except (sqlite3.Error, LedgerError) as exc:
+            logger.warning("ledger %s: cannot read the models' record (%s)", ledger.label, exc)
             found = previous
         if found == previous:
             found = previous
@@ -238,8 +238,8 @@ class Availability:
             return
         try:
             found = frozenset(ledger.evidence.quality(min_n=self.evidence_min_n).values())
-        except sqlite3.Error as exc:
-            logger.warning("ledger %s: cannot read quality evidence (%s)", ledger.path, exc)
+        except (sqlite3.Error, LedgerError) as exc:
+            logger.warning("ledger %s: cannot read quality evidence (%s)", ledger.label, exc)
             return
         if found != self._quality:
             self._quality = found

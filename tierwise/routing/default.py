@@ -7,10 +7,12 @@ go through them, so node factories, graphs and chat models given no router must 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from tierwise.catalog.settings import load_settings
-from tierwise.ledger import default_ledger_path
+from tierwise.ledger import default_ledger_path, is_postgres_url
+from tierwise.routing.provenance import ledger_target
 from tierwise.routing.router import ModelRouter
 
 __all__ = ["default_router"]
@@ -25,7 +27,7 @@ def default_router() -> ModelRouter:
 
     Rate-limit windows, circuit breakers and budget reservations protect only the calls
     that go through them, so node factories given no router share this one, as routers
-    given no ledger share :func:`~tierwise.ledger.store.shared_ledger`. A router passed
+    given no ledger share :func:`~tierwise.ledger.opening.shared_ledger`. A router passed
     explicitly always wins. It is built from :func:`load_settings` on first use, and
     built again when the settings, the ledger's path or its open state change (a new
     config file, new keys, ``$TIERWISE_LEDGER``, a closed ledger).
@@ -43,7 +45,7 @@ def default_router() -> ModelRouter:
     key = (
         settings.source, settings.policy, settings.credentials, settings.providers,
         settings.catalog.models, settings.catalog.chains,
-        (settings.ledger or default_ledger_path()).expanduser().resolve(),
+        _ledger_key(ledger_target(settings)),
     )
     with _DEFAULT_LOCK:
         current = _DEFAULT
@@ -54,3 +56,10 @@ def default_router() -> ModelRouter:
         router = ModelRouter(settings)
         _DEFAULT = (key, router)
         return router
+
+
+def _ledger_key(target: str | Path | None) -> str | Path:
+    """The default ledger's identity: its URL, or its file resolved."""
+    if target is not None and is_postgres_url(target):
+        return str(target)
+    return Path(target or default_ledger_path()).expanduser().resolve()

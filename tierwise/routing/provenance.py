@@ -1,6 +1,8 @@
 """What a routed call tells others: one ledger row per attempt, and metadata for tracers.
 
-Rows go to the ledger the router was given, else to the process's shared default ledger.
+Rows go to the ledger the router was given, else to the process's shared default ledger:
+the settings' ledger file, else the PostgreSQL database of ``[state] postgres_url``, else
+the default file.
 """
 
 from __future__ import annotations
@@ -8,16 +10,24 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings
 from tierwise.catalog.specs import ModelSpec
-from tierwise.ledger import Attempt, Ledger, LedgerError, LedgerRow, shared_ledger
+from tierwise.ledger import (
+    Attempt,
+    Ledger,
+    LedgerError,
+    LedgerRow,
+    is_postgres_url,
+    shared_ledger,
+)
 from tierwise.routing.request import RouteRequest, config_value
 
-__all__ = ["default_ledger", "recorder", "run_config"]
+__all__ = ["default_ledger", "ledger_target", "recorder", "run_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +82,16 @@ def run_config(
     return {**base, "metadata": metadata, "tags": tags}
 
 
+def ledger_target(settings: Settings) -> str | Path | None:
+    """Where the default ledger is: ``settings.ledger``, else ``postgres_url``, else ``None``.
+
+    ``None`` is the default file (``$TIERWISE_LEDGER`` or the user data dir). A ledger
+    file the settings name wins over the shared database: the simulator's settings name
+    a temporary one so simulated calls never reach the real ledger.
+    """
+    return settings.ledger or settings.state.postgres_url
+
+
 def default_ledger(settings: Settings) -> Ledger | None:
     """The shared ledger a router records into by default; ``None`` if it cannot be opened.
 
@@ -79,9 +99,12 @@ def default_ledger(settings: Settings) -> Ledger | None:
     file is damaged: the router then keeps no record (day caps and quotas need one) and
     says so once, as a warning.
     """
+    target = ledger_target(settings)
     try:
-        return shared_ledger(settings.ledger)
+        return shared_ledger(target)
     except (OSError, sqlite3.Error, LedgerError) as exc:
+        fix = ("check [state] postgres_url" if is_postgres_url(target)
+               else "set TIERWISE_LEDGER to a writable file")  # fmt: skip
         logger.warning("tierwise: no ledger, calls are not recorded and day caps are not "
-                       "enforced: %s (set TIERWISE_LEDGER to a writable file)", exc)
+                       "enforced: %s (%s)", exc, fix)
         return None

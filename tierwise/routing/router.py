@@ -146,7 +146,7 @@ class ModelRouter:
                 where the policy's run / day / provider cost caps and free models'
                 daily quotas are read from. ``"default"``: the process's shared ledger
                 at ``settings.ledger``, else ``$TIERWISE_LEDGER`` or the user data dir (see
-                :func:`~tierwise.ledger.store.shared_ledger`), or no record with a warning
+                :func:`~tierwise.ledger.opening.shared_ledger`), or no record with a warning
                 when that file cannot be opened (a read-only home, a corrupt file);
                 ``None``: no record, only per-call caps.
             demotion: with a ledger, how its rolling record of each (operation, model)

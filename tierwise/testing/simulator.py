@@ -71,7 +71,7 @@ def _scratch_ledger() -> Path:
 
 
 def _remove_scratch(directory: Path) -> None:
-    from tierwise.ledger.store import close_shared_ledgers
+    from tierwise.ledger.opening import close_shared_ledgers
 
     close_shared_ledgers()  # their rows are committed before the files go
     shutil.rmtree(directory, ignore_errors=True)
