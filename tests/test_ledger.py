@@ -38,10 +38,12 @@ from tierwise.ledger import (
     LedgerRow,
     day_start,
     default_ledger_path,
+    open_ledger,
     percentile,
 )
 from tierwise.ledger.rows import journal_body
 from tierwise.providers.failures import FailureKind
+from tierwise.testing.postgres import scratch_schema, unreachable
 
 NOW = 1_750_000_000.0  # a fixed instant; rows carry their own times
 JOURNAL = journal_module.AVAILABLE  # the journal needs flock
@@ -65,9 +67,21 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
-    with Ledger(path) as opened:
+def ledger(path: Path, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """A SQLite ledger; the PostgreSQL one too for tests marked :data:`both_backends`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        with Ledger(path) as opened:
+            yield opened
+        return
+    reason = unreachable()
+    if reason is not None:
+        pytest.skip(reason)
+    with scratch_schema(prefix="tierwise_test") as url, open_ledger(url) as opened:
         yield opened
+
+
+#: The test runs on a SQLite and on a PostgreSQL ledger: same rows, same answers.
+both_backends = pytest.mark.parametrize("ledger", ["sqlite", "postgres"], indirect=True)
 
 
 def stored_count(path: Path) -> int:
@@ -97,6 +111,7 @@ def test_rows_round_trip_with_costs_stored_as_given(path: Path) -> None:
         assert [r.cost for r in reopened.rows()] == [0.1, 1e-7, 1 / 3, 0.0]  # bit-exact
 
 
+@both_backends
 def test_enum_fields_are_stored_as_their_values(ledger: Ledger) -> None:
     row = make_row(provider=Provider.GEMINI, tier=Tier.FREE, outcome=FailureKind.TIMEOUT)
     ledger.record(row)
@@ -770,6 +785,7 @@ def _monitoring_rows() -> list[LedgerRow]:
     ]  # fmt: skip
 
 
+@both_backends
 def test_stats_on_a_constructed_set_of_rows(ledger: Ledger) -> None:
     for row in _monitoring_rows():
         ledger.record(row)
@@ -804,6 +820,7 @@ def test_stats_on_a_constructed_set_of_rows(ledger: Ledger) -> None:
     assert everything["classification", "gpt-4o"].p50_latency == 3.5
 
 
+@both_backends
 def test_stats_filters_by_operation_and_tier(ledger: Ledger) -> None:
     for row in _monitoring_rows():
         ledger.record(row)
@@ -814,6 +831,7 @@ def test_stats_filters_by_operation_and_tier(ledger: Ledger) -> None:
     assert ledger.stats(since=NOW + 1) == []
 
 
+@both_backends
 def test_a_model_without_successes_has_no_latency_or_cost_per_success(ledger: Ledger) -> None:
     ledger.record(make_row(outcome="unavailable", cost=0.0))
     ledger.record(make_row(outcome="rate_limited", sent=False, cost=0.0))
@@ -825,6 +843,7 @@ def test_a_model_without_successes_has_no_latency_or_cost_per_success(ledger: Le
     assert (never.calls, never.success_rate, never.fallbacks_caused) == (0, None, 1)
 
 
+@both_backends
 def test_rows_filters_and_limit(ledger: Ledger) -> None:
     rows = _monitoring_rows()
     for row in rows:
@@ -837,6 +856,7 @@ def test_rows_filters_and_limit(ledger: Ledger) -> None:
     assert last_two == sorted(rows, key=lambda r: r.time)[-2:] == rows[-3:-1]
 
 
+@both_backends
 def test_health_windows(ledger: Ledger) -> None:
     for i in range(60):  # oldest 10 fail, then alternate ok(fast) / unavailable
         outcome = "unavailable" if i < 10 or i % 2 else "ok"

@@ -11,7 +11,9 @@ Why it is built this way:
   statement a checked, live connection, so a PostgreSQL restart costs the statements
   that were running, not the process's connections; a transaction (``BEGIN`` …
   ``COMMIT``) keeps one connection until it ends. ``BEGIN`` is ``REPEATABLE READ``: one
-  snapshot for every statement of a report, as SQLite's read transactions give.
+  snapshot for every statement of a report, as SQLite's read transactions give;
+  ``BEGIN IMMEDIATE`` (a writer's) is ``READ COMMITTED``: a statement after a lock wait
+  sees what the lock's previous holder committed.
 * **Where the tables live.** The URL's database, in its first ``search_path`` schema
   (``?options=-csearch_path%3Dtierwise`` puts them in schema ``tierwise``). They are
   created on first use, under an advisory lock so processes starting together agree.
@@ -190,7 +192,7 @@ class PgConnection:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Rows:
         """Run one statement (``?`` parameters); ``BEGIN`` … ``COMMIT`` keep one connection."""
         if _BEGIN.match(sql):
-            self._begin()
+            self._begin(_begin_statement(sql))
             return _Rows([])
         if _END.match(sql):
             self._end(sql.strip().upper())
@@ -221,7 +223,7 @@ class PgConnection:
         except (psycopg.Error, PoolTimeout) as exc:
             raise unavailable(self._url, exc) from exc
 
-    def _begin(self) -> None:
+    def _begin(self, statement: str) -> None:
         if self._held is not None:
             raise LedgerUnavailable("a transaction is already open on this connection")
         try:
@@ -229,7 +231,7 @@ class PgConnection:
         except PoolTimeout as exc:
             raise unavailable(self._url, exc) from exc
         try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute(statement)
         except psycopg.Error as exc:
             self._pool.putconn(conn)
             raise unavailable(self._url, exc) from exc
@@ -245,6 +247,21 @@ class PgConnection:
             raise unavailable(self._url, exc) from exc
         finally:
             self._pool.putconn(held)
+
+
+def _begin_statement(sql: str) -> str:
+    """PostgreSQL's ``BEGIN`` for SQLite's: a snapshot for readers, not for writers.
+
+    ``BEGIN`` (a read snapshot) is ``REPEATABLE READ``; ``BEGIN IMMEDIATE`` (a writer) is
+    ``READ COMMITTED``, where each statement sees what committed before it: a writer that
+    waited for a lock must see what the lock's previous holder wrote.
+    """
+    text = " ".join(sql.split()).upper()
+    if text == "BEGIN":
+        return "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    if text == "BEGIN IMMEDIATE":
+        return "BEGIN ISOLATION LEVEL READ COMMITTED"
+    return sql
 
 
 def _translate(sql: str) -> str:

@@ -228,7 +228,7 @@ class PostgresReservations(Reservations):
         return PgConnection(self._ledger._connected(), self._ledger.url)
 
     def _begin(self, conn: WriteConnection) -> None:
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE")  # READ COMMITTED: the reads see the lock's last holder
         try:
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.reservations'))"
