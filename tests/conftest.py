@@ -7,6 +7,7 @@ refuses), so it is registered here only when the entry point did not load it.
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,18 +107,16 @@ def postgres_unavailable() -> str | None:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose connections work in a schema of their own, dropped afterwards."""
+def postgres_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A URL whose connections work in a schema of their own, dropped afterwards.
+
+    Ledger writers' journals go under the test's directory, not the user data dir.
+    """
     reason = postgres_unavailable()
     if reason:
         pytest.skip(reason)
-    import uuid
+    from tierwise.testing.postgres import scratch_schema
 
-    import psycopg
-
-    schema = f"tw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    with scratch_schema(POSTGRES, "tw") as url:
+        yield url

@@ -25,6 +25,7 @@ import pytest
 import tierwise.ledger.batching as batching_module
 import tierwise.ledger.journal as journal_module
 import tierwise.ledger.store as store_module
+from tests.backends import both_backends
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import Provider, Tier
 from tierwise.ledger import (
@@ -43,7 +44,6 @@ from tierwise.ledger import (
 )
 from tierwise.ledger.rows import journal_body
 from tierwise.providers.failures import FailureKind
-from tierwise.testing.postgres import scratch_schema, unreachable
 
 NOW = 1_750_000_000.0  # a fixed instant; rows carry their own times
 JOURNAL = journal_module.AVAILABLE  # the journal needs flock
@@ -68,20 +68,10 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ledger(path: Path, request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    """A SQLite ledger; the PostgreSQL one too for tests marked :data:`both_backends`."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        with Ledger(path) as opened:
-            yield opened
-        return
-    reason = unreachable()
-    if reason is not None:
-        pytest.skip(reason)
-    with scratch_schema(prefix="tierwise_test") as url, open_ledger(url) as opened:
+    """A SQLite ledger; a PostgreSQL one for the second run of a ``both_backends`` test."""
+    postgres = getattr(request, "param", "sqlite") == "postgres"
+    with open_ledger(request.getfixturevalue("postgres_url") if postgres else path) as opened:
         yield opened
-
-
-#: The test runs on a SQLite and on a PostgreSQL ledger: same rows, same answers.
-both_backends = pytest.mark.parametrize("ledger", ["sqlite", "postgres"], indirect=True)
 
 
 def stored_count(path: Path) -> int:

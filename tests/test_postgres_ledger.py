@@ -19,7 +19,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from tierwise.ledger.evidence import EVAL, JUDGE, Outcome
 from tierwise.ledger.reservations import Held, HoldsUnavailable
 from tierwise.routing.provenance import default_ledger
 from tierwise.testing import Reply, Simulator
-from tierwise.testing.postgres import LOCAL_URL, scratch_schema, unreachable
+from tierwise.testing.postgres import LOCAL_URL, unreachable
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
@@ -47,16 +46,8 @@ pytestmark = pytest.mark.skipif(unreachable() is not None, reason=str(unreachabl
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    with scratch_schema(prefix="tierwise_test") as scratch:
-        yield scratch
-
-
-@pytest.fixture
-def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Writers' journals go under this test's directory (``XDG_DATA_HOME``)."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    return tmp_path
+def url(postgres_url: str) -> str:
+    return postgres_url
 
 
 def row(i: int, **fields: Any) -> LedgerRow:
@@ -160,12 +151,22 @@ def same(a: object, b: object) -> bool:
     return a == b
 
 
+def test_a_row_postgresql_refuses_is_dropped_and_the_rest_are_kept(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_ledger(url) as ledger, caplog.at_level(logging.ERROR):
+        for i in range(5):  # SQLite stores a NUL in a text; PostgreSQL refuses it
+            ledger.record(row(i, detail="nul \x00 byte" if i == 2 else ""))
+        assert ledger.flush()
+        assert [r.time for r in ledger.rows()] == [NOW + i for i in (0, 1, 3, 4)]
+    assert "dropping unstorable row" in caplog.text
+
+
 # --------------------------------------------------------------------------- durability
 
 
-def test_a_killed_writers_rows_are_recovered_from_its_journal(
-    url: str, isolated_data: Path
-) -> None:
+def test_a_killed_writers_rows_are_recovered_from_its_journal(url: str) -> None:
+    """The child inherits ``XDG_DATA_HOME`` (``postgres_url``): its journal is found."""
     proc = child("""
         import os, sys, time
         from tierwise.ledger import LedgerRow, open_ledger
@@ -233,11 +234,14 @@ def test_a_sigkilled_processs_holds_are_released_within_their_expiry(url: str) -
 
 
 @pytest.mark.timeout(600)
-def test_a_day_cap_holds_for_four_processes_spending_through_postgres() -> None:
+def test_a_day_cap_holds_for_four_processes_spending_through_postgres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """$1.00 a day shared by 4 processes x 10 concurrent 2,000-token calls of the priciest
     model, the ledger and the holds in PostgreSQL (benchmarks/budget_cap.py --postgres)."""
     from benchmarks.budget_cap import run
 
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # journals: not in the user's data dir
     result = run(4, 10, 2000, postgres=LOCAL_URL)
     assert result.spent <= 1.0 + 1e-9, result
     assert result.outcomes.get("paid", 0) >= 1, result  # the cap was spent, not refused

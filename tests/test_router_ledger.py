@@ -34,12 +34,13 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
 import tierwise.ledger.store as ledger_module
+from tests.backends import both_backends
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.settings import Settings, load_settings
 from tierwise.catalog.specs import Catalog, ModelSpec, Provider, TaskType, Tier
 from tierwise.guards.budget import _MIN_ANSWER_TOKENS as MIN_ANSWER_TOKENS
 from tierwise.guards.budget import DEFAULT_ANSWER_TOKENS, BudgetExceeded
-from tierwise.ledger import Ledger, LedgerRow, day_start
+from tierwise.ledger import Ledger, LedgerRow, day_start, open_ledger
 from tierwise.providers.answer_limit import answer_limit
 from tierwise.providers.clients import ProviderFactory
 from tierwise.providers.failures import FailureKind
@@ -160,8 +161,10 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
-    with Ledger(path) as opened:
+def ledger(path: Path, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """A SQLite ledger; a PostgreSQL one for the second run of a ``both_backends`` test."""
+    postgres = getattr(request, "param", "sqlite") == "postgres"
+    with open_ledger(request.getfixturevalue("postgres_url") if postgres else path) as opened:
         yield opened
 
 
@@ -825,6 +828,7 @@ def test_without_a_ledger_nothing_is_written_and_calls_work(
     assert list(tmp_path.iterdir()) == [], "a ledger file was written"
 
 
+@both_backends
 async def test_async_routed_calls_with_the_ledger_never_block_the_event_loop(
     simulator: Simulator, ledger: Ledger, request: pytest.FixtureRequest
 ) -> None:

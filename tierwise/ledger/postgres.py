@@ -64,6 +64,8 @@ __all__ = ["PostgresLedger", "PostgresReservations", "journal_anchor"]
 logger = logging.getLogger(__name__)
 
 _INSERT: Final = f"INSERT INTO attempts ({SELECT_ROW}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+# COPY is the bulk path (one statement per batch); _INSERT finds a row COPY refused.
+_COPY: Final = f"COPY attempts ({SELECT_ROW}) FROM STDIN"
 _UPSERT_WRITER: Final = (
     "INSERT INTO writers (writer, seq, pid, updated) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (writer) DO UPDATE SET seq = greatest(writers.seq, excluded.seq), "
@@ -111,7 +113,7 @@ class PostgresLedger(Ledger):
         batch_size: int = 200,
         refresh_interval: float = 0.5,
         busy_timeout: float = 10.0,
-        pool_size: int = 4,
+        pool_size: int = 8,
     ) -> None:
         """Connect, create the tables if needed, import dead local writers' journals."""
         BatchedLedger.__init__(self, journal_anchor(url), f"PostgreSQL {redact_url(url)}",
@@ -120,9 +122,9 @@ class PostgresLedger(Ledger):
         self.url = url
         self.busy_timeout = busy_timeout
         self.pool_size = pool_size
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool: ConnectionPool | None = open_pool(url, max_size=pool_size)
         self._pg_reader = PgConnection(self._pool, url)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._opened()
 
     def __repr__(self) -> str:
@@ -195,8 +197,9 @@ def _insert(conn: psycopg.Connection[Any], batch: list[tuple[int, LedgerRow]]) -
         except (TypeError, ValueError, OverflowError) as exc:
             logger.error("ledger: dropping unstorable row #%d (%s): %r", seq, exc, row)
     try:
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(_INSERT, params)
+        with conn.transaction(), conn.cursor().copy(_COPY) as copy:
+            for one in params:
+                copy.write_row(one)
     except psycopg.OperationalError:
         raise
     except psycopg.DatabaseError:
