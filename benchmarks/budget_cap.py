@@ -23,6 +23,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 __all__ = ["Run", "run"]
 
@@ -99,7 +100,8 @@ def _run(
     from tierwise.testing import Reply, Simulator
 
     text = ("lorem ipsum " * (answer_tokens // 2 + 1))[: answer_tokens * 4]
-    with tempfile.TemporaryDirectory(prefix="tierwise-budget-") as tmp, Simulator() as sim:
+    with tempfile.TemporaryDirectory(prefix="tierwise-budget-") as tmp, Simulator() as sim, \
+            mock.patch.dict(os.environ, XDG_DATA_HOME=tmp):  # journals: not the user's dir
         sim.script("*", Reply.text(text))
         config = Path(tmp) / "tierwise.toml"
         config.write_text(sim.toml_snippet())

@@ -15,12 +15,14 @@ it does not answer.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from unittest import mock
 
 from tierwise.ledger import Ledger, LedgerRow, open_ledger
 from tierwise.testing.postgres import LOCAL_URL, scratch_schema, unreachable
@@ -64,7 +66,9 @@ def _sqlite() -> Iterator[Callable[[], Ledger]]:
 
 @contextmanager
 def _postgres(url: str) -> Iterator[Callable[[], Ledger]]:
-    with scratch_schema(url, "tierwise_bench") as scratch:
+    with scratch_schema(url, "tierwise_bench") as scratch, \
+            tempfile.TemporaryDirectory(prefix="tierwise-data-") as data, \
+            mock.patch.dict(os.environ, XDG_DATA_HOME=data):  # journals: not the user's dir
         yield lambda: open_ledger(scratch)
 
 
