@@ -3,9 +3,10 @@
 One machine needs nothing here: rate limits and breakers live in the process, the ledger
 and budgets in a SQLite file. Several processes (web workers, LangGraph Server replicas,
 parallel batch jobs) share one account's free quotas and money, so they must share that
-state too: ``redis_url`` moves the rate-limit windows into Redis; ``postgres_url`` moves the
-ledger, quality evidence and budget holds into PostgreSQL and names the database for
-LangGraph checkpoints (pass it to
+state too: ``redis_url`` moves the rate-limit windows, circuit breakers and budget holds
+into Redis (under the hash tag ``redis_prefix``, one per deployment); ``postgres_url`` moves
+the ledger, quality evidence and budget holds into PostgreSQL (holds then stay with the
+ledger they are checked against) and names the database for LangGraph checkpoints (pass it to
 :func:`tierwise.graphs.checkpoint.postgres_checkpointer`; ``tierwise doctor`` checks it).
 ``TIERWISE_REDIS_URL`` and ``TIERWISE_POSTGRES_URL`` override the file, as credentials do,
 because a URL may carry a password and deployments inject those through the environment.
@@ -31,7 +32,15 @@ class StateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     redis_url: str | None = Field(
-        None, description="Redis for shared rate limits, e.g. redis://127.0.0.1:6379/0."
+        None,
+        description="Redis for shared rate limits, breakers and budget holds, e.g. "
+        "redis://127.0.0.1:6379/0.",
+    )
+    redis_prefix: str = Field(
+        "tierwise",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Hash tag of every tierwise key in Redis: deployments sharing one "
+        "Redis keep apart by giving each its own.",
     )
     postgres_url: str | None = Field(
         None, description="PostgreSQL for the ledger, budgets and LangGraph checkpoints, "
@@ -56,6 +65,7 @@ class StateConfig(BaseModel):
         """This config with the environment's URLs (set ones win) applied and checked."""
         return StateConfig(
             redis_url=redis_url or self.redis_url,
+            redis_prefix=self.redis_prefix,
             postgres_url=postgres_url or self.postgres_url,
         )
 

@@ -29,6 +29,12 @@ sends that limit to the provider, so the answer cannot cost more); when not even
 answer fits, the call is refused. After the call the real cost is committed to the ledger
 and the hold dropped. Holds of processes that died are dropped (same host: the pid is
 gone; otherwise after their expiry).
+
+With ``[state] redis_url`` set, the holds (and the day's and run's spend they are checked
+against) live in Redis instead (:mod:`tierwise.guards.redis_budget`), for processes that
+share no ledger file; the rule deciding what fits is this module's either way. Where
+holds cannot be read (a locked or corrupt ledger, Redis down), paid calls under a cap are
+refused: budgets fail closed.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from typing import Any, ClassVar, Final
 from tierwise.catalog.policy import Policy
 from tierwise.catalog.specs import ModelSpec
 from tierwise.ledger import DAY, Ledger, day_start
-from tierwise.ledger.reservations import Held, HoldId, HoldStore, HoldsUnavailable
+from tierwise.ledger.reservations import Held, HoldId, HoldStore, HoldsUnavailable, SpendCounter
 from tierwise.providers.failures import FailureKind
 
 logger = logging.getLogger(__name__)
@@ -211,10 +217,11 @@ class Reservation:
     send it to the provider (the hold was sized for it). Release the reservation once
     the call's attempt has been recorded in the ledger: the ledger's rows are committed
     first, then the hold is dropped. Releasing twice is harmless; usable as a context
-    manager.
+    manager. :meth:`settle` releases with the call's real cost, for a hold store that
+    counts spend itself (Redis).
     """
 
-    __slots__ = ("_guard", "amount", "capped", "hold_id", "max_tokens")
+    __slots__ = ("_guard", "_scope", "amount", "capped", "hold_id", "max_tokens")
 
     def __init__(
         self,
@@ -224,19 +231,28 @@ class Reservation:
         *,
         hold_id: HoldId | None = None,
         capped: bool = False,
+        scope: tuple[str, str | None] = ("", None),
     ) -> None:
-        """Hold ``amount`` USD (row ``hold_id`` of the reservations table, if any)."""
-        self._guard = guard if hold_id is not None else None
+        """Hold ``amount`` USD (hold ``hold_id``, if any) for a call of ``scope``.
+
+        ``scope`` is the call's (provider, run id), where its real cost is settled.
+        """
+        self._guard = guard
+        self._scope = scope
         self.amount = amount
         self.max_tokens = max_tokens
         self.hold_id = hold_id
         self.capped = capped
 
-    def release(self) -> None:
-        """Stop holding the worst case (the real cost is in the ledger by now)."""
+    def settle(self, cost: float) -> None:
+        """The call cost ``cost`` USD (recorded in the ledger by now): stop holding."""
         guard, self._guard = self._guard, None
-        if guard is not None and self.hold_id is not None:
-            guard._release(self.hold_id)
+        if guard is not None:
+            guard._release(self.hold_id, cost, *self._scope)
+
+    def release(self) -> None:
+        """Stop holding the worst case (the call cost nothing, or is settled already)."""
+        self.settle(0.0)
 
     def __enter__(self) -> Reservation:
         """The reservation itself."""
@@ -352,8 +368,11 @@ class BudgetGuard:
         refusal = self._per_call(spec, worst, policy)
         if refusal is not None:
             return refusal
+        scope = (spec.provider.value, run_id)
         if not self._ledger_caps(spec, policy, run_id):
-            return Reservation(None, worst, answer)
+            # a store counting spend itself hears of every paid call's cost
+            counts = self.ledger is not None and isinstance(self._reservations, SpendCounter)
+            return Reservation(self if counts else None, worst, answer, scope=scope)
         floor = min(answer, _MIN_ANSWER_TOKENS)
         per_token = price.cost(0, 1)
         prompt_cost = price.cost(prompt_tokens, 0)
@@ -373,7 +392,7 @@ class BudgetGuard:
         reservation, hold_id = result
         assert isinstance(reservation, Reservation)
         return Reservation(self, reservation.amount, reservation.max_tokens, hold_id=hold_id,
-                           capped=capped)  # fmt: skip
+                           capped=capped, scope=scope)  # fmt: skip
 
     def status(
         self, policy: Policy, *, run_id: str | None = None, models: Iterable[ModelSpec] = ()
@@ -455,7 +474,7 @@ class BudgetGuard:
         def decide(read: Callable[..., Held]) -> tuple[Any, float]:
             tightest: tuple[float, str, float, Held, float | None] | None = None
             for cap, limit, (since, prov, run), retry_after in caps:
-                found = read(since, provider=prov, run_id=run)
+                found = read(since, provider=prov, run_id=run, cap=limit)
                 left = limit - found.used
                 if tightest is None or left < tightest[0]:
                     tightest = (left, cap, limit, found, retry_after)
@@ -476,19 +495,25 @@ class BudgetGuard:
             # Budgets must trip: a ledger that cannot be read refuses paid calls.
             cap, limit = caps[0][0], caps[0][1]
             return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
-                                  model=spec.key, note=f"the ledger could not be read: {exc}")
+                                  model=spec.key, note=f"budget holds could not be read: {exc}")
         if refusal:
             return refusal[0]
         return verdict, hold_id
 
-    def _release(self, hold_id: HoldId) -> None:
+    def _release(
+        self, hold_id: HoldId | None, cost: float, provider: str, run_id: str | None
+    ) -> None:
         """The call's cost is recorded: commit it, then drop the hold (never neither counts)."""
         ledger, reservations = self.ledger, self.reservations
         if ledger is None or reservations is None:
             return
         try:
             ledger.flush()
-            reservations.release(hold_id)
+            if isinstance(reservations, SpendCounter):
+                reservations.settle(hold_id, cost=cost, provider=provider, run_id=run_id,
+                                    day=day_start(self.clock()))  # fmt: skip
+            elif hold_id is not None:
+                reservations.release(hold_id)
         except HoldsUnavailable:
             # The hold then counts until it expires: spend is over-, never under-counted.
             logger.warning("ledger %s: cannot release a budget hold", ledger.label,

@@ -7,7 +7,14 @@ snapshot (any frozen dataclass with ``available``, ``cooling`` and ``reasons``),
 module knows nothing of routing.
 
 Pure Python with no I/O and no awaits: every method holds a ``threading.Lock`` for a few
-microseconds at most, safe from threads and asyncio tasks alike.
+microseconds at most, safe from threads and asyncio tasks alike. Several processes share
+their breakers through a :class:`HealthShare` (Redis: :mod:`tierwise.guards.redis_health`):
+the board hands it each circuit it opens or closes, without waiting, and the share applies
+other processes' openings and closings with :meth:`HealthBoard.adopt`. Each process still
+counts failures in its own window (the tripping rule reads every call, and sending each
+one across the network would put a round trip on the event loop); the first process
+whose window trips opens the circuit for all, a recovery probe that succeeds anywhere
+closes it everywhere, and one that fails re-opens it everywhere for the longer cooldown.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, TypeVar, cast
 
-__all__ = ["CircuitState", "HealthBoard", "Marked"]
+__all__ = ["CircuitState", "HealthBoard", "HealthShare", "Marked"]
 
 CircuitState: TypeAlias = Literal["closed", "open", "half_open"]
 """A model's circuit: callable, cooling down, or waiting for its single recovery probe."""
@@ -47,6 +54,18 @@ class Marked(Protocol):
 
 
 S = TypeVar("S", bound=Marked)
+
+
+class HealthShare(Protocol):
+    """Where breakers are shared between processes (see the module docstring)."""
+
+    def start(self, board: HealthBoard) -> None:
+        """Begin applying other processes' changes to ``board`` (:meth:`HealthBoard.adopt`)."""
+        ...
+
+    def publish(self, key: str, trips: int, cooldown: float, cause: str) -> None:
+        """``key``'s circuit opened (``trips`` > 0, for ``cooldown`` s) or closed; never waits."""
+        ...
 
 # --------------------------------------------------------------------------- health
 
@@ -149,8 +168,13 @@ class HealthBoard:
         half_open_calls: int = 3,
         probe_timeout: float = 60.0,
         counting: frozenset[str] = frozenset({"unavailable", "timeout"}),
+        share: HealthShare | None = None,
     ) -> None:
-        """Configure the breaker; see the class docstring for the rules."""
+        """Configure the breaker; see the class docstring for the rules.
+
+        ``share``: other processes' breakers to open and close together with (default:
+        this process's alone).
+        """
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
         if not 0.0 < failure_rate <= 1.0:
@@ -172,6 +196,9 @@ class HealthBoard:
         self._disabled: dict[str, str] = {}
         self._version = 0
         self._cache: tuple[int, Marked, Mapping[str, str], float, Marked] | None = None
+        self._share = share
+        if share is not None:
+            share.start(self)
 
     # ----------------------------------------------------------------- outcomes
 
@@ -190,11 +217,37 @@ class HealthBoard:
                 c.prune(now, self._window)
                 c.count(now, self._width, 2)
             elif now >= c.open_until:
-                c.trips, c.cause = 0, ""
-                c.probes.clear()
-                c.failures.clear()
-                c.buckets.clear()
-                self._version += 1
+                self._close(c)
+                if self._share is not None:
+                    self._share.publish(key, 0, 0.0, "")
+
+    def _close(self, c: _Circuit) -> None:
+        c.trips, c.cause = 0, ""
+        c.probes.clear()
+        c.failures.clear()
+        c.buckets.clear()
+        self._version += 1
+
+    def adopt(self, key: str, trips: int, remaining: float, cooldown: float, cause: str) -> None:
+        """Another process opened ``key``'s circuit (for ``remaining`` s more) or closed it.
+
+        ``trips`` 0 closes it; otherwise it is open with that trip count, as if it had
+        tripped here (a later probe's outcome is shared back as usual).
+        """
+        with self._lock:
+            now = self._clock()
+            c = self._circuit(key)
+            if trips <= 0:
+                if c.trips:
+                    self._close(c)
+                return
+            c.trips, c.cooldown, c.cause = trips, cooldown, cause
+            c.open_until = now + max(0.0, remaining)
+            c.last_failure = max(c.last_failure, now - max(0.0, cooldown - remaining))
+            c.probes.clear()
+            c.failures.clear()
+            c.buckets.clear()
+            self._version += 1
 
     def record_failure(self, key: str, kind: str) -> CircuitState:
         """A call to ``key`` failed with ``kind`` (a ``FailureKind``); returns the new state."""
@@ -212,7 +265,7 @@ class HealthBoard:
                 if now < c.open_until:
                     return "open"
                 c.last_failure = now
-                self._trip(c, now, f"a failed recovery probe ({kind})")
+                self._trip(key, c, now, f"a failed recovery probe ({kind})")
                 return "open"
             c.last_failure = now
             c.prune(now, self._window)
@@ -224,19 +277,21 @@ class HealthBoard:
                 words = _count_words([k for _, k in fails])
                 if volume > failed:
                     words += f" in {volume:.0f} calls"
-                self._trip(c, now, words)
+                self._trip(key, c, now, words)
                 fails.clear()
                 c.buckets.clear()
                 return "open"
             return "closed"
 
-    def _trip(self, c: _Circuit, now: float, cause: str) -> None:
+    def _trip(self, key: str, c: _Circuit, now: float, cause: str) -> None:
         c.trips += 1
         c.cooldown = min(self._base * 2 ** (c.trips - 1), self._max)
         c.open_until = now + c.cooldown
         c.probes.clear()
         c.cause = cause
         self._version += 1
+        if self._share is not None:
+            self._share.publish(key, c.trips, c.cooldown, cause)
 
     def allow(self, key: str) -> bool:
         """Whether a call to ``key`` may go ahead (counted as started); half-open: a trickle."""

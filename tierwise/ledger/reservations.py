@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from tierwise.ledger.queries import WriteConnection
 from tierwise.ledger.schema import LedgerUnavailable, connect, retry_busy
@@ -44,6 +44,7 @@ __all__ = [
     "HoldStore",
     "HoldsUnavailable",
     "Reservations",
+    "SpendCounter",
 ]
 
 _T = TypeVar("_T")
@@ -100,9 +101,12 @@ class HoldStore(Protocol):
     ) -> tuple[_T, HoldId | None]:
         """Atomically: ``decide`` from what is spent and held, then hold what it returns.
 
-        ``decide`` gets ``read(since, provider=None, run_id=None) -> Held`` and returns
-        ``(verdict, amount)``; no other process's hold can be taken between the reads and
-        this one. Zero holds nothing (``None`` id). Raises :class:`HoldsUnavailable`.
+        ``decide`` gets ``read(since, provider=None, run_id=None, cap=None) -> Held`` and
+        returns ``(verdict, amount)``; no other process's hold can be taken between the
+        reads and this one, or — a store that decides optimistically (Redis) — the hold
+        is taken only if the amount still fits under every ``cap`` read (the limit the
+        caller compares that scope against; a lock-based store may ignore it). Zero holds
+        nothing (``None`` id). Raises :class:`HoldsUnavailable`.
         """
         ...
 
@@ -112,6 +116,28 @@ class HoldStore(Protocol):
 
     def close(self) -> None:
         """Release connections; holds stay until released or expired."""
+        ...
+
+
+@runtime_checkable
+class SpendCounter(Protocol):
+    """A hold store that keeps its own spend counters instead of reading the ledger's rows.
+
+    Every paid call's real cost must reach it — held or not — through :meth:`settle`
+    (:mod:`tierwise.guards.redis_budget`: reading the ledger and holding in Redis would
+    not be one atomic step).
+    """
+
+    def settle(
+        self,
+        hold_id: HoldId | None,
+        *,
+        cost: float,
+        provider: str,
+        run_id: str | None,
+        day: float,
+    ) -> None:
+        """Drop hold ``hold_id`` (if any) and count ``cost`` USD as spent on ``day``."""
         ...
 
 
@@ -185,7 +211,12 @@ class Reservations:
             now = _time.time()
             self._expire(conn, now)
 
-            def read(since: float, provider: str | None = None, run_id: str | None = None) -> Held:
+            def read(
+                since: float,
+                provider: str | None = None,
+                run_id: str | None = None,
+                cap: float | None = None,  # the transaction holds the lock: not re-checked
+            ) -> Held:
                 where, params = "time >= ?", list[object]([since])
                 hwhere, hparams = "1 = 1", list[object]()
                 for column, value in (("provider", provider), ("run_id", run_id)):

@@ -40,7 +40,7 @@ from tierwise.guards.budget import HOLD_WAIT, BudgetExceeded, BudgetGuard, Reser
 from tierwise.guards.health import HealthBoard
 from tierwise.guards.limits import RateLimiter
 from tierwise.guards.quota import DailyQuota, QuotaExceeded
-from tierwise.guards.shared import shared_limiter
+from tierwise.guards.shared import shared_health, shared_holds, shared_limiter
 from tierwise.ledger import (
     Attempt,
     Ledger,
@@ -168,13 +168,13 @@ class ModelRouter:
         self.limiter = limiter if limiter is not None else shared_limiter(self.settings)
         # Successful responses' x-ratelimit-* headers feed the limiter too.
         self.factory.watch_headers(self.limiter.observe_headers)
-        self.health = health if health is not None else HealthBoard()
+        self.health = health if health is not None else shared_health(self.settings)
         for spec in self.settings.catalog:
             self.limiter.configure(spec.key, spec.limits)
         self._runnables = RunnableCache()
         self._redact = self.settings.credentials.redact
         self.ledger = default_ledger(self.settings) if ledger == "default" else ledger
-        self.budget = BudgetGuard(self.ledger)
+        self.budget = BudgetGuard(self.ledger, holds=shared_holds(self.settings, self.ledger))
         self.quota = DailyQuota(self.ledger)
         #: What is usable now; ``tierwise route`` and ``doctor`` build theirs the same way.
         self.availability = Availability(
@@ -603,6 +603,6 @@ def _retries(sent: list[Attempt]) -> list[str]:
 
 
 def _settle(record: Callable[[Attempt], None], attempt: Attempt, held: Reservation) -> None:
-    """Record ``attempt``, then drop the hold of its worst case (the ledger commits first)."""
+    """Record ``attempt``, then settle its hold at the real cost (the ledger commits first)."""
     record(attempt)
-    held.release()
+    held.settle(attempt.cost)
