@@ -464,7 +464,7 @@ def test_doctor_shows_the_redis_backend_redacted(
     assert f"redis://:***@127.0.0.1:{port}/0" in out.replace("│ ", "").replace(" │", "")
     assert "pw-not-real" not in result.output
     if port == "1":
-        assert "ConnectionError" in out and "fail open" in out
+        assert "ConnectionError" in out and "fail open" in out and "fail closed" in out
 
 
 def test_bad_state_url_is_one_readable_line(isolated: Path) -> None:
