@@ -271,9 +271,12 @@ class RedisReservations:
     ) -> tuple[_T, HoldId | None]:
         found: dict[float, list[int]] = {}  # day -> the read script's sums
 
-        def sums(day: float) -> list[int]:
+        def sums(day: float, scope: int) -> list[int]:
+            """``day``'s sums, with ``scope``'s counter seeded from the ledger (once)."""
             if day not in found:
                 found[day] = self._sums(day, provider, run_id)
+            if found[day][(scope - 1) * 4] == 0:
+                found[day] = self._seeded(day, provider, run_id, scope, found[day])
             return found[day]
 
         checks: list[tuple[float, int, int, int]] = []
@@ -287,7 +290,7 @@ class RedisReservations:
             scope, day = _scope(since, provider, run_id)
             if scope == _RUN:
                 day = next(iter(found), None) or day_start()
-            values = sums(day)
+            values = sums(day, scope)
             at = (scope - 1) * 4
             spent, held = values[at + 1], values[at + 2]
             checks.append((day, scope, -1 if cap is None else _nano(cap), spent + held))
@@ -313,7 +316,7 @@ class RedisReservations:
             # others took money in between: decide again on Redis' sums (a counter lost in
             # a restart is seeded again first)
             found.clear()
-            if all(values[i] for i in range(0, len(values), 4)):
+            if all(values[(scope - 1) * 4] for _, scope, _, _ in checks):
                 found[day] = values
         raise HoldsUnavailable(
             f"budget holds in Redis at {redact_url(self.url)}: {_ATTEMPTS} attempts lost to "
@@ -321,24 +324,27 @@ class RedisReservations:
         )
 
     def _sums(self, day: float, provider: str, run_id: str | None) -> list[int]:
-        """The read script's sums for ``day``, seeding counters the ledger must start."""
-        keys = self._keys(day, run_id)
+        """The read script's sums for ``day``, the provider's day and the run."""
         argv: list[_Arg] = [int(day), provider, run_id or ""]
-        values = [int(v) for v in self._read(keys=keys, args=argv)]
-        seeds: list[_Arg] = []
-        for scope, suffix, since, prov, run in (
-            (_DAY, "", day, None, None),
-            (_PROVIDER, f":{provider}", day, provider, None),
-            (_RUN, "run", 0.0, None, run_id),
-        ):
-            at = (scope - 1) * 4
-            if at < len(values) and values[at] == 0:  # not seeded: from the ledger, once
-                spent = _nano(self._seed(since, prov, run))
-                seeds += [suffix, max(0, spent - values[at + 3])]
-        if not seeds:
-            return values
-        self._seeder(keys=keys, args=[provider, *seeds])
-        return [int(v) for v in self._read(keys=keys, args=argv)]
+        return [int(v) for v in self._read(keys=self._keys(day, run_id), args=argv)]
+
+    def _seeded(
+        self, day: float, provider: str, run_id: str | None, scope: int, values: list[int]
+    ) -> list[int]:
+        """Start ``scope``'s counter from the ledger, then read the sums again.
+
+        ``values`` carries the ``inc`` read before the ledger (see the module doc). Only
+        scopes a cap reads are seeded: a run id no cap reads costs no ledger query.
+        """
+        since, prov, run, suffix = {
+            _DAY: (day, None, None, ""),
+            _PROVIDER: (day, provider, None, f":{provider}"),
+            _RUN: (0.0, None, run_id, "run"),
+        }[scope]
+        spent = _nano(self._seed(since, prov, run))
+        base = max(0, spent - values[(scope - 1) * 4 + 3])
+        self._seeder(keys=self._keys(day, run_id), args=[provider, suffix, base])
+        return self._sums(day, provider, run_id)
 
     # ---------------------------------------------------------------- settling
     def settle(
