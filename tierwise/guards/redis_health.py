@@ -11,10 +11,15 @@ its board's changes (the board never waits on the network: the router asks the b
 on the event loop), one listens on the channel and, after each (re)connection, reads
 the whole hash, so a process that starts late or lost its connection catches up.
 
+What is not shared: the failure window (each process trips on its own calls) and the
+half-open trickle (each process admits its own ``half_open_calls`` probes, so N processes
+probe a recovering model with up to N times as many calls).
+
 When Redis is unreachable the breakers fail *open* to this process's own state: one
 :class:`~tierwise.guards.redis_limits.RedisUnavailableWarning`, then each process trips
-and recovers on what it sees, as without Redis, until Redis answers again. A breaker only
-spares time on a model that is down; waiting for Redis would cost more than it saves.
+and recovers on what it sees, as without Redis, until Redis answers again (changes made
+meanwhile stay local; the next ones are shared). A breaker only spares time on a model
+that is down; waiting for Redis would cost more than it saves.
 """
 
 from __future__ import annotations
