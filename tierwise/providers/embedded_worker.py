@@ -40,6 +40,8 @@ from typing import IO, Any, cast
 
 import llama_cpp
 
+from tierwise.providers.embedded_sampling import GreedyGrammarLlama
+
 _MIN_PREFIX = 16  # a shorter system turn is cheaper to evaluate than to restore
 _PREFIXES = 32  # system turns kept as saved KV state (each a few MB)
 
@@ -51,12 +53,11 @@ class _Session:
     """One loaded model and the protocol streams."""
 
     def __init__(self, path: str, n_ctx: int, n_threads: int, out: IO[str]) -> None:
-        from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.out = out
         # A local file only: ``Llama.from_pretrained`` (the downloading constructor) is never used.
-        self.llm = Llama(
+        self.llm = GreedyGrammarLlama(
             model_path=path,
             n_ctx=n_ctx,
             n_threads=n_threads,
