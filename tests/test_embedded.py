@@ -38,7 +38,7 @@ from tierwise.providers.embedded import (  # noqa: E402
     default_model_path,
 )
 from tierwise.providers.embedded_messages import to_llama_message  # noqa: E402
-from tierwise.providers.embedded_process import shutdown_workers, worker_for  # noqa: E402
+from tierwise.providers.embedded_process import pool_for, shutdown_workers  # noqa: E402
 from tierwise.providers.llama_build import (  # noqa: E402
     PORTABLE_CMAKE_ARGS,
     REINSTALL_COMMAND,
@@ -130,11 +130,12 @@ def test_construction_does_no_io() -> None:
         missing.invoke("hi")
 
 
-def test_models_of_one_configuration_share_one_worker(model: EmbeddedChatModel) -> None:
+def test_models_of_one_configuration_share_one_worker_pool(model: EmbeddedChatModel) -> None:
     other = EmbeddedChatModel(temperature=0.5, max_tokens=3)
     assert model.load_key() == other.load_key()
-    assert worker_for(model.load_key()) is worker_for(other.load_key())
+    assert pool_for(model.load_key()) is pool_for(other.load_key())
     assert EmbeddedChatModel(n_ctx=512).load_key() != model.load_key()
+    assert EmbeddedChatModel(n_workers=1).load_key().workers == 1
 
 
 # ------------------------------------------------------------------------------- invoke
@@ -473,6 +474,26 @@ def test_concurrent_invokes_from_threads_all_succeed(model: EmbeddedChatModel) -
     assert [r.content for r in replies] == [expected] * 4
     for reply in replies:
         _assert_usage(reply)
+
+
+def test_overlapping_calls_run_on_two_workers_with_the_same_answers() -> None:
+    """Parallel calls use a second worker process (not a queue), answering identically."""
+    shutdown_workers()  # no worker started by earlier tests
+    model = EmbeddedChatModel(max_tokens=8, n_workers=2, n_threads=1)
+    expected = model.invoke(HELLO).content
+    pool = pool_for(model.load_key())
+    assert [w._proc is not None for w in pool.workers] == [True, False]  # one call, one worker
+    start = threading.Barrier(2)
+
+    def call(_: int) -> AIMessage:
+        start.wait()
+        return model.invoke(HELLO)
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        replies = list(threads.map(call, range(2)))
+    assert [r.content for r in replies] == [expected] * 2
+    pids = {w._proc.pid for w in pool.workers if w._proc is not None}
+    assert len(pids) == 2
 
 
 _SAMPLER_CHECK = """

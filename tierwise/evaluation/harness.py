@@ -17,8 +17,7 @@ context overflow, budget, the model being unavailable) says nothing about qualit
 is counted as a failure in the report, not stored, and the item is retried next run.
 
 Items of one model run concurrently (``concurrency``, default 4) on hosted models; the
-embedded model runs one at a time (it serialises itself anyway, and one at a time keeps
-the progress honest).
+embedded model runs one at a time (one at a time keeps the progress honest).
 """
 
 from __future__ import annotations

