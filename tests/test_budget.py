@@ -100,7 +100,7 @@ def balanced(**caps: Any) -> Policy:
 
 def test_per_call_cap_needs_no_ledger() -> None:
     guard = BudgetGuard(None)
-    policy = balanced(max_cost_per_call=0.01, max_cost_per_day=0.0)
+    policy = balanced(max_cost_per_call=0.01)
     refusal = guard.check(PAID, 0.05, policy, run_id="r")
     assert isinstance(refusal, BudgetExceeded)
     assert (refusal.cap, refusal.limit, refusal.spent, refusal.left) == ("per_call", 0.01, 0, 0.01)
@@ -109,9 +109,26 @@ def test_per_call_cap_needs_no_ledger() -> None:
         "per_call cap of $0.01 would be exceeded for gpt-x: the call is estimated at $0.05"
     )
     assert guard.check(PAID, 0.01, policy, run_id="r") is None  # exactly the cap is allowed
-    # Without a ledger the day cap (0!) cannot be read, so only the per-call cap applies.
-    assert guard.check(PAID, 0.009, policy, run_id="r") is None
     assert guard.check(PAID, 5.0, balanced(), run_id=None) is None  # no caps at all
+
+
+@pytest.mark.parametrize("caps", [
+    {"max_cost_per_day": 5.0},
+    {"max_cost_per_provider_per_day": {"openai": 5.0}},
+    {"max_cost_per_run": 5.0},
+])
+def test_a_cap_with_no_ledger_to_count_in_fails_closed(caps: dict[str, Any]) -> None:
+    """A router that could not open its ledger must not pay past a cap it cannot count."""
+    guard = BudgetGuard(None)
+    policy = balanced(**caps)
+    refused = guard.reserve(PAID, policy, prompt_tokens=10, max_tokens=100,
+                            expected_tokens=100, run_id="r")  # fmt: skip
+    assert isinstance(refused, BudgetExceeded)
+    assert "no ledger to count spend in" in str(refused)
+    assert isinstance(guard.check(PAID, 0.001, policy, run_id="r"), BudgetExceeded)
+    assert guard.reserve(FREE, policy, prompt_tokens=10, max_tokens=100,
+                         expected_tokens=100, run_id="r").amount == 0  # fmt: skip
+    assert guard.check(PAID, 1.0, balanced(max_cost_per_run=5.0), run_id=None) is None
 
 
 def test_a_free_call_never_crosses_a_cost_cap_and_reads_nothing() -> None:

@@ -816,8 +816,7 @@ def test_without_a_ledger_nothing_is_written_and_calls_work(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     rig = make_rig(simulator, "or-paid", "or-free")
     rig.script("or-paid", Reply.text("paid answer", usage=(100, 10)))
-    # Without a ledger there is no spend to read: day caps do not apply, per-call caps do.
-    router = rig.router(None, Policy(mode="quality_first", max_cost_per_day=0.0))
+    router = rig.router(None, Policy(mode="quality_first"))
     assert router.ledger is None
 
     answered = router.invoke("rewriting", PROMPT)
@@ -825,6 +824,12 @@ def test_without_a_ledger_nothing_is_written_and_calls_work(
 
     assert answered.model == streamed.model == "or-paid"
     assert answered.attempts[-1].cost == pytest.approx(rig.spec("or-paid").price.cost(100, 10))
+    # A day cap nothing can count fails closed: the paid model is skipped, not paid for.
+    capped = rig.router(None, Policy(mode="quality_first", max_cost_per_day=100.0))
+    fallback = capped.invoke("rewriting", PROMPT)
+    assert fallback.model == "or-free"
+    assert fallback.attempts[0].failure is FailureKind.BUDGET_EXCEEDED
+    assert "no ledger to count spend in" in fallback.attempts[0].detail
     assert list(tmp_path.iterdir()) == [], "a ledger file was written"
 
 

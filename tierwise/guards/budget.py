@@ -330,6 +330,8 @@ class BudgetGuard:
         refusal = self._per_call(spec, estimated_cost, policy)
         if refusal is not None or not self._ledger_caps(spec, policy, run_id):
             return refusal
+        if self.ledger is None:
+            return self._uncounted(spec, policy, estimated_cost)
         result = self._transaction(
             spec, policy, run_id, estimated_cost,
             lambda left: (True if estimated_cost <= left + _EPSILON else None, 0.0),
@@ -374,6 +376,8 @@ class BudgetGuard:
             counts = self.ledger is not None and isinstance(self._reservations, SpendCounter)
             return Reservation(self if counts else None, worst, answer, scope=scope)
         floor = min(answer, _MIN_ANSWER_TOKENS)
+        if self.ledger is None:
+            return self._uncounted(spec, policy, price.cost(prompt_tokens, floor))
         per_token = price.cost(0, 1)
         prompt_cost = price.cost(prompt_tokens, 0)
 
@@ -434,11 +438,28 @@ class BudgetGuard:
 
     def _ledger_caps(self, spec: ModelSpec, policy: Policy, run_id: str | None) -> bool:
         """Whether a cap read from the ledger applies to this call."""
-        return self.ledger is not None and (
+        return (
             (policy.max_cost_per_run is not None and run_id is not None)
             or policy.max_cost_per_day is not None
             or spec.provider in policy.max_cost_per_provider_per_day
         )
+
+    def _uncounted(self, spec: ModelSpec, policy: Policy, estimate: float) -> BudgetExceeded:
+        """The refusal of a paid call under a cap when there is no ledger to count spend in.
+
+        A cap nothing counts cannot hold, so it fails closed: the router falls back to
+        free and local models (say, when the ledger file or database could not be opened).
+        """
+        cap, limit = (
+            ("per_day", policy.max_cost_per_day) if policy.max_cost_per_day is not None
+            else (f"per_provider_day:{spec.provider.value}",
+                  policy.max_cost_per_provider_per_day.get(spec.provider))
+            if spec.provider in policy.max_cost_per_provider_per_day
+            else ("per_run", policy.max_cost_per_run)
+        )
+        assert limit is not None
+        return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate, model=spec.key,
+                              note="no ledger to count spend in, so paid calls are refused")
 
     def _transaction(
         self,
