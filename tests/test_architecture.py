@@ -159,3 +159,16 @@ def test_the_top_level_is_small_and_every_export_resolves() -> None:
         module = importlib.import_module(package)
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+#: A module past this many lines holds more than one concern (DESIGN.md's style).
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, "split these by concern"

@@ -85,7 +85,7 @@ from tierwise.routing.selector import Selector
 from tierwise.routing.snapshot import Snapshot
 from tierwise.routing.steering import Steer, Steering
 from tierwise.routing.tokens import estimate_tokens
-from tierwise.routing.verdicts import judge, refused, repairable
+from tierwise.routing.verdicts import judge, refused, repairable, retries
 
 __all__ = ["ModelRouter"]
 
@@ -315,7 +315,7 @@ class ModelRouter:
             nonlocal forced, retrying
             yield from candidates
             sent = [a for a in attempts if a.sent]
-            again = _retries(sent)
+            again = retries(sent)
             for key in again:
                 forced, retrying = key, True
                 yield self.settings.catalog.spec(key)
@@ -588,18 +588,6 @@ def _limited(
     if not held.capped:
         return runnable
     return runnable.bind(**answer_limit(model, spec.provider, held.max_tokens))
-
-
-def _retries(sent: list[Attempt]) -> list[str]:
-    """Models to send once more, most recent failure first: each 5xx, the last timeout."""
-    keys: list[str] = []
-    for i, attempt in enumerate(reversed(sent)):
-        transient = attempt.failure is FailureKind.UNAVAILABLE or (
-            i == 0 and attempt.failure is FailureKind.TIMEOUT
-        )
-        if transient and attempt.model not in keys:
-            keys.append(attempt.model)
-    return keys
 
 
 def _settle(record: Callable[[Attempt], None], attempt: Attempt, held: Reservation) -> None:

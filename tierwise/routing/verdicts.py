@@ -20,7 +20,7 @@ from tierwise.routing.answers import SchemaViolation, accept, answer_text
 from tierwise.routing.drivers import Outcome
 from tierwise.routing.request import RouteRequest
 
-__all__ = ["Verdict", "judge", "refused", "repairable"]
+__all__ = ["Verdict", "judge", "refused", "repairable", "retries"]
 
 
 @dataclass(slots=True)
@@ -86,6 +86,22 @@ def repairable(request: RouteRequest, verdict: Verdict) -> bool:
         and verdict.message is not None
         and bool(answer_text(verdict.message).strip())
     )
+
+
+def retries(sent: list[Attempt]) -> list[str]:
+    """Models to send once more after the chain, most recent failure first.
+
+    Each model that answered a 5xx, but only the last timeout: a second wait on every
+    slow model would turn a failover of seconds into minutes.
+    """
+    keys: list[str] = []
+    for i, attempt in enumerate(reversed(sent)):
+        transient = attempt.failure is FailureKind.UNAVAILABLE or (
+            i == 0 and attempt.failure is FailureKind.TIMEOUT
+        )
+        if transient and attempt.model not in keys:
+            keys.append(attempt.model)
+    return keys
 
 
 def _usage(message: AIMessage | None) -> tuple[int, int]:
