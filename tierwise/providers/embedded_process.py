@@ -73,6 +73,7 @@ class LoadKey:
     n_ctx: int
     n_threads: int
     workers: int = 1
+    fast_copy: str | None = None  # where the worker keeps a faster copy of ``path``
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class Worker:
         if not Path(self.key.path).is_file():
             raise FileNotFoundError(f"GGUF model file not found: {self.key.path}")
         args = [self.key.path, str(self.key.n_ctx), str(self.key.n_threads)]
+        if self.key.fast_copy is not None:
+            args.append(self.key.fast_copy)
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "tierwise.providers.embedded_worker", *args],
             stdin=subprocess.PIPE,

@@ -1,10 +1,12 @@
 """The embedded model's worker process: llama.cpp runs here, never in the caller's process.
 
 Started by `tierwise.providers.embedded_process` as ``python -m
-tierwise.providers.embedded_worker PATH N_CTX N_THREADS``. It imports the standard library
-and ``llama_cpp`` only (no LangChain), loads the GGUF file once and serves one request at
-a time. A native crash in llama.cpp (SIGILL from a CPU-specific build, SIGSEGV) kills this
-process only; the caller sees the pipe close and reads the signal from the exit status.
+tierwise.providers.embedded_worker PATH N_CTX N_THREADS [FAST_COPY]``. It imports the
+standard library and ``llama_cpp`` only (no LangChain), loads the GGUF file once — its
+faster copy at ``FAST_COPY`` when given (:mod:`.embedded_weights`, made here if missing) —
+and serves one request at a time. A native crash in llama.cpp (SIGILL from a CPU-specific
+build, SIGSEGV) kills this process only; the caller sees the pipe close and reads the
+signal from the exit status.
 
 The protocol is JSON lines. Requests arrive on stdin::
 
@@ -41,6 +43,7 @@ from typing import IO, Any, cast
 import llama_cpp
 
 from tierwise.providers.embedded_sampling import GreedyGrammarLlama
+from tierwise.providers.embedded_weights import convert
 
 _MIN_PREFIX = 16  # a shorter system turn is cheaper to evaluate than to restore
 _PREFIXES = 32  # system turns kept as saved KV state (each a few MB)
@@ -214,6 +217,8 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     path, n_ctx, n_threads = argv[0], int(argv[1]), int(argv[2])
     try:
+        if len(argv) > 3:
+            path = convert(path, argv[3])
         session = _Session(path, n_ctx, n_threads, out)
     except Exception as exc:  # reported to the caller, which raises it
         out.write(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}) + "\n")
