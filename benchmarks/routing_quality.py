@@ -21,12 +21,13 @@ Out of distribution (``tierwise.learning.splits``): a router trained on GSM8K sc
 MMLU, the reverse, and a router trained on three of MMLU's four subject groups scores
 the fourth; each scored on the whole left-out part (nothing of it seen in training).
 
-``learned`` is the guarded router: a prompt the novelty guard turns away scores the
-priors' gap (the chain order, like random routing); ``unguarded`` is its own pick on
-every prompt. ``--features ngram`` trains without the semantic columns (for comparison).
+``learned`` is the guarded router: an unfamiliar prompt's score is shrunk toward the
+priors' gap by its trust (``LearnedRouter.trust``; at trust 0 it is routed as the chain
+order, like random routing); ``unguarded`` is its own score on every prompt; ``guarded``
+counts the unfamiliar prompts. ``--features ngram`` trains without the semantic columns.
 
-Also measured: training time on the full standard split (features, IDF, clusters,
-calibration fit and final fit) and the median latency of one routing decision,
+Also measured: training time, wall and CPU, on the full standard split (features, IDF,
+clusters, calibration fit and final fit) and the median latency of one routing decision,
 ``LearnedRouter.decide(text, 5 candidates, lam=...)`` on held-out prompt texts (features,
 the semantic vector included, + guard + prediction + argmax), over >= 1,000 decisions.
 Targets (issue 17): in-domain APGR >= 0.70 on both; every out-of-distribution split APGR
@@ -92,7 +93,8 @@ def _print_set(title: str, result: dict[str, Any], extra: str = "") -> None:
     print("|-----------|-------|----------|----------|")
     for name in ("learned", "unguarded", "random", "oracle"):
         print(_row(name, result[name]))
-    print(f"guard: chain order kept for {result['guarded']} of {result['rows']} prompts")
+    print(f"guard: {result['guarded']} of {result['rows']} prompts unfamiliar "
+          "(their scores shrunk by trust)")
 
 
 def _met(ok: bool) -> str:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"features: {features}")
     print(
         f"training: {rows} prompts (GSM8K + MMLU training parts, seed {args.seed}), "
-        f"{trained.seconds:.1f} s (target <= 120 s)"
+        f"{trained.seconds:.1f} s wall, {trained.cpu_seconds:.1f} s CPU (target <= 120 s)"
     )
     texts = [p for name in SETS for p in trained.test[name].prompts]
     latency = decision_latency_us(router, texts[:1] + texts, DECISIONS)

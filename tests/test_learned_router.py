@@ -332,6 +332,25 @@ def test_the_guard_keeps_the_chain_order_for_unfamiliar_prompts(semantic: bool) 
         "weak", "strong")
 
 
+def test_trust_falls_below_the_floors_and_shrinks_the_scores_toward_the_priors() -> None:
+    from tierwise.learning.learned_router import NOVELTY_SCALE
+    from tierwise.learning.train import router_scores
+
+    prompts, outcomes = math_set()
+    router = LearnedRouter(semantic=False, epochs=60).fit(prompts, outcomes)
+    familiar, novel = "multiply 4 by 9 boxes", "Quelle est la capitale du Kirghizistan ?"
+    coverage, _ = router.familiarity([novel])
+    trust = router.trust([familiar, novel])
+    deficit = router.coverage_floor - float(coverage[0])
+    assert deficit > 0 and trust[0] == 1.0
+    assert trust[1] == pytest.approx(1.0 / (1.0 + deficit / NOVELTY_SCALE))
+    guarded = router_scores(router, [familiar, novel], "weak", "strong")
+    raw = router_scores(router, [familiar, novel], "weak", "strong", guard=False)
+    neutral = router.prior("strong") - router.prior("weak")
+    assert guarded[0] == raw[0]
+    assert guarded[1] == pytest.approx(neutral + trust[1] * (raw[1] - neutral))
+
+
 def test_no_clear_gain_keeps_the_chain_order() -> None:
     prompts, outcomes = math_set()
     router = LearnedRouter(semantic=False, epochs=60, margin=0.02).fit(prompts, outcomes)

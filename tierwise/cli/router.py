@@ -171,8 +171,8 @@ def _print_pair(file: Path, pair: dict[str, Any]) -> None:
                       f"{figures['cpt80']:.1%}")  # fmt: skip
     out.table(table)
     if pair["guarded"]:
-        out.line(f"the guard kept the chain order for {pair['guarded']} prompts unlike the "
-                 "router's training data ('unguarded': the router's own pick everywhere)")
+        out.line(f"the guard shrank the scores of {pair['guarded']} prompts unlike the "
+                 "router's training data toward the chain order ('unguarded': not shrunk)")
 
 
 def _print_multi(file: Path, multi: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ class Trained:
 
     router: LearnedRouter
     seconds: float
+    cpu_seconds: float
     train: dict[str, LabelledSet]
     test: dict[str, LabelledSet]
     full: dict[str, LabelledSet]
@@ -67,6 +68,9 @@ def train_standard(
 ) -> Trained:
     """The combined router on the GSM8K + MMLU training parts of the standard split.
 
+    Timed in wall seconds and in this process's CPU seconds (on a shared machine the wall
+    time measures the other load as much as the training).
+
     ``semantic``: as :class:`LearnedRouter` (None: when the ``semantic`` extra is installed).
     """
     full = {name: load_benchmark(name, data) for name in SETS}
@@ -74,9 +78,10 @@ def train_standard(
     train = {name: parts[name][0] for name in SETS}
     test = {name: parts[name][1] for name in SETS}
     both = LabelledSet.concat([train[name] for name in SETS])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     router = LearnedRouter(seed=seed, semantic=semantic).fit(both.prompts, both.outcomes)
-    return Trained(router, time.perf_counter() - start, train, test, full)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return Trained(router, seconds, cpu_seconds, train, test, full)
 
 
 def predictions(router: LearnedRouter, prompts: Any, keys: Sequence[str]) -> FloatArray:
@@ -96,17 +101,18 @@ def router_scores(
 ) -> FloatArray:
     """``p(strong good) - p(weak good)`` per prompt (models without a head: their prior).
 
-    With ``guard``, a prompt the novelty guard turns away scores the priors' gap, the same
-    for all of them: the router says nothing about it, so in the threshold sweep those
-    prompts move to the strong model together, which is what random routing does with
-    them (the chain's order mixed at the sweep's share).
+    With ``guard``, an unfamiliar prompt's score is shrunk toward the priors' gap by its
+    :meth:`~LearnedRouter.trust` (as :meth:`~LearnedRouter.decide` shrinks its gain): at
+    trust 0 every such prompt would score the priors' gap, move to the strong model
+    together in the threshold sweep and so be routed as random routing does (the chain's
+    order mixed at the sweep's share); above 0 the router's own ranking of them is kept.
     """
     prompts = list(prompts)
     p = predictions(router, prompts, [weak, strong])
     scores = p[:, 1] - p[:, 0]
     if guard and prompts:
         neutral = router.prior(strong) - router.prior(weak)
-        scores = np.where(router.familiar(prompts), scores, neutral)
+        scores = neutral + router.trust(prompts) * (scores - neutral)
     return scores
 
 
