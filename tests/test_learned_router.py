@@ -332,6 +332,21 @@ def test_the_guard_keeps_the_chain_order_for_unfamiliar_prompts(semantic: bool) 
         "weak", "strong")
 
 
+def test_sparse_rows_multiply_as_the_dense_matrix_does_empty_rows_included() -> None:
+    from tierwise.learning.features import count_rows
+
+    rng = np.random.default_rng(1)
+    id_rows = [rng.integers(0, 50, size=int(rng.integers(0, 8))) for _ in range(40)]
+    rows = count_rows(id_rows, 50)
+    assert any(len(r) == 0 for r in id_rows)
+    dense = np.zeros((40, 50))
+    for i, ids in enumerate(id_rows):
+        np.add.at(dense[i], ids, 1.0)
+    weights, residuals = rng.normal(size=(50, 3)), rng.normal(size=(40, 3))
+    assert np.allclose(rows.dot(weights), dense @ weights)
+    assert np.allclose(rows.tdot(residuals), dense.T @ residuals)
+
+
 def test_trust_falls_below_the_floors_and_shrinks_the_scores_toward_the_priors() -> None:
     from tierwise.learning.learned_router import NOVELTY_SCALE
     from tierwise.learning.train import router_scores
