@@ -366,6 +366,27 @@ def test_trust_falls_below_the_floors_and_shrinks_the_scores_toward_the_priors()
     assert guarded[1] == pytest.approx(neutral + trust[1] * (raw[1] - neutral))
 
 
+def test_an_unfamiliar_prompt_moves_a_model_only_when_its_trusted_gain_clears_the_margin() -> None:
+    prompts, outcomes = math_set()
+    router = LearnedRouter(semantic=False, epochs=60, margin=0.02).fit(prompts, outcomes)
+    chain = [("weak", 0.0), ("strong", 0.001)]
+    for text in ("multiply 4 by 9 boxes of oranges", "please multiply 4 by 9 crates of oranges"):
+        trust = float(router.trust([text])[0])
+        p = router.predict(text)
+        gain = p["strong"] - 0.001 - p["weak"]
+        decision = router.decide(text, chain, lam=1.0)
+        assert 0.0 < trust < 1.0 and gain > 0.02  # unfamiliar, and the heads prefer strong
+        if trust * gain >= 0.02:
+            assert decision.choice == "strong" and decision.learned
+            assert f"unfamiliar prompt, trust {trust:.2f}" in decision.why
+        else:
+            assert decision.choice == "weak" and not decision.learned
+            assert "chain order kept" in decision.why
+    decisions = {router.decide(t, chain, lam=1.0).learned for t in (
+        "multiply 4 by 9 boxes of oranges", "please multiply 4 by 9 crates of oranges")}
+    assert decisions == {True, False}  # one of each: the rule is exercised both ways
+
+
 def test_no_clear_gain_keeps_the_chain_order() -> None:
     prompts, outcomes = math_set()
     router = LearnedRouter(semantic=False, epochs=60, margin=0.02).fit(prompts, outcomes)

@@ -565,7 +565,9 @@ class LearnedRouter:
             return Decision(first, False, f"learned router not confident: "
                             f"{candidates[best][0]} gains {gain:.3f} over {first} "
                             f"(margin {self.margin:g}): chain order kept")  # fmt: skip
-        return Decision(candidates[best][0], True, f"learned router chose {candidates[best][0]}")
+        note = f" (unfamiliar prompt, trust {trust:.2f})" if novelty else ""
+        choice = candidates[best][0]
+        return Decision(choice, True, f"learned router chose {choice}{note}")
 
     # ------------------------------------------------------------------ calibration
     def strong_share(self, lam: float, candidates: Sequence[tuple[str, float]]) -> float:
