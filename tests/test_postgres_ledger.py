@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -38,6 +37,7 @@ from tierwise.routing.provenance import default_ledger
 from tierwise.testing import Reply, Simulator
 from tierwise.testing.postgres import LOCAL_URL, unreachable
 
+psycopg = pytest.importorskip("psycopg", reason="psycopg is the scale extra")
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
 NOW = time.time() - 600
