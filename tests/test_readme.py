@@ -17,3 +17,13 @@ def test_readme_has_offline_examples() -> None:
 @pytest.mark.parametrize("code", OFFLINE, ids=lambda c: c.splitlines()[0][:40])
 def test_readme_example_runs(code: str, isolated_env: None) -> None:
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """CI must run what a user runs: command 2 of the README's first screen, verbatim."""
+    lines = README.splitlines()
+    command = lines[lines.index("# 2. install and run the tests") + 1]
+    ci = Path(__file__).resolve().parents[1] / ".ci" / "run"
+    if not ci.is_file():
+        pytest.skip("no .ci/run in this checkout")
+    assert command in ci.read_text("utf-8").splitlines()
