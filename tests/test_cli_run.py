@@ -438,7 +438,9 @@ def test_without_keys_or_ollama_everything_runs_on_the_embedded_model(
     assert entries[-1]["node"] == "rationale" and out["rationale"]
 
 
-def test_live_display_on_a_terminal() -> None:
+def test_live_display_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")  # a terminal that redraws (not TERM=dumb)
+
     class Out:
         console = Console(record=True, force_terminal=True, width=140)
         scrub = staticmethod(lambda text: text.replace("sim-secret", "***"))

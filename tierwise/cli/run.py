@@ -341,7 +341,9 @@ async def _execute(
     context = RunContext(policy=policy, **(
         {"quality_threshold": request.threshold} if request.threshold is not None else {}))
 
-    live = not request.as_json and sys.stdout.isatty()
+    # A live table redraws in place: a terminal that cannot move its cursor (TERM=dumb)
+    # gets the plain lines instead.
+    live = not request.as_json and sys.stdout.isatty() and not out.console.is_dumb_terminal
     resumable = stored is not None  # a new thread: only once its first checkpoint is saved
     with Progress(out, live=live, quiet=request.as_json) as progress:
         watched = {**config, "callbacks": [AttemptWatcher(progress, settings.credentials.redact)]}
