@@ -276,9 +276,9 @@ def permit_round_trip(n: int) -> tuple[float, float]:
 def run(options: Options) -> Section:
     section = Section(NAME, TITLE)
     w = QUICK if options.quick else FULL
-    from tierwise.guards.redis_limits import RedisLimitBackend
+    from tierwise.guards.redis_connection import problem as unreachable
 
-    problem = RedisLimitBackend(REDIS).ping()
+    problem = unreachable(REDIS)
     if problem:
         section.notes.append(f"skipped: Redis at {REDIS} is not reachable ({problem})")
         return section

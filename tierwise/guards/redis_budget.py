@@ -43,11 +43,8 @@ import threading
 from collections.abc import Callable
 from typing import Final, TypeAlias, TypeVar
 
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tierwise.catalog.state import redact_url
+from tierwise.guards.redis_connection import DOWN, connect
 from tierwise.ledger import DAY, day_start
 from tierwise.ledger.reservations import DEFAULT_TTL, Held, HoldId, HoldsUnavailable
 
@@ -57,8 +54,6 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _Arg: TypeAlias = str | int | float
 
-#: Failures that mean "Redis is not there now" (fail closed), not a bug in a script.
-_DOWN: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Money is counted in integer nano-dollars: sums stay exact across processes.
 _NANO: Final = 1_000_000_000
 #: Rounding slack of the take script's cap check, in nano-dollars (the guard's epsilon).
@@ -213,9 +208,7 @@ class RedisReservations:
         self.prefix = prefix
         self.ttl = ttl
         self._seed = seed
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-        )
+        client = connect(url, timeout)
         self._client = client
         self._read = client.register_script(_READ)
         self._take = client.register_script(_TAKE)
@@ -233,14 +226,6 @@ class RedisReservations:
             f"Redis at {redact_url(self.url)} cannot be reached ({type(exc).__name__}); "
             "paid calls under a cost cap are refused until it answers"
         )
-
-    def ping(self) -> str | None:
-        """``None`` when Redis answers, else why not (for ``tierwise doctor``)."""
-        try:
-            self._client.ping()
-        except _DOWN as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
 
     # ---------------------------------------------------------------- holds
     def hold(
@@ -260,7 +245,7 @@ class RedisReservations:
         try:
             self._flush_pending()
             return self._hold(decide, provider, run_id)
-        except _DOWN as exc:
+        except DOWN as exc:
             raise self._unreachable(exc) from None
 
     def _hold(
@@ -366,7 +351,7 @@ class RedisReservations:
         try:
             self._flush_pending()
             self._settle(keys=keys, args=argv)
-        except _DOWN as exc:
+        except DOWN as exc:
             with self._lock:
                 self._pending.append((keys, argv))
             _log.warning("%s; the settle is sent when Redis answers", self._unreachable(exc))
@@ -381,7 +366,7 @@ class RedisReservations:
         for at, (keys, argv) in enumerate(pending):
             try:
                 self._settle(keys=keys, args=argv)
-            except _DOWN:
+            except DOWN:
                 with self._lock:
                     self._pending[:0] = pending[at:]
                 raise

@@ -32,19 +32,15 @@ import uuid
 import warnings
 from typing import Final
 
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tierwise.catalog.state import redact_url
 from tierwise.guards.health import HealthBoard
+from tierwise.guards.redis_connection import DOWN, connect
 from tierwise.guards.redis_limits import RedisUnavailableWarning
 
 __all__ = ["RedisHealthShare"]
 
 _log = logging.getLogger(__name__)
 
-_DOWN: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS[1] the hash; ARGV: channel, origin, key, trips, cooldown, cause.
 # Replies (and publishes) "origin|key|trips|remaining|cooldown|cause" of the stored state.
@@ -114,9 +110,7 @@ class RedisHealthShare:
         """Connect lazily; the threads start with :meth:`start`."""
         self.url = url
         self._hash = f"{{{prefix}}}:cb"
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-        )
+        self._client = connect(url, timeout)
         self._change = self._client.register_script(_CHANGE)
         self._all = self._client.register_script(_ALL)
         self._retry_after = retry_after
@@ -183,7 +177,7 @@ class RedisHealthShare:
                     keys=[self._hash],
                     args=[self._hash, self._origin, key, trips, repr(cooldown), cause],
                 )
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)  # this process's board already holds the change
                 continue
             if reply.startswith("kept|"):  # Redis keeps another process's state: take it
@@ -205,7 +199,7 @@ class RedisHealthShare:
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and isinstance(message.get("data"), str):
                         self._apply(message["data"])
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)
                 self._stopped.wait(self._retry_after)
             finally:

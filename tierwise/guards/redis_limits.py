@@ -35,22 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-import redis
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tierwise.catalog.specs import Limits
 from tierwise.catalog.state import redact_url
 from tierwise.guards.backend import Denied, InMemoryLimitBackend, LimitName, Restriction, Usage
+from tierwise.guards.redis_connection import DOWN, aconnect, connect
 from tierwise.guards.redis_scripts import ACQUIRE, ADJUST, RESTRICT, USAGE
 
 __all__ = ["RedisLimitBackend", "RedisUnavailableWarning"]
 
 _log = logging.getLogger(__name__)
-
-#: Failures that mean "Redis is not there now" (fail open), not a bug in a script.
-_DOWN: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 _SOURCES: Final = (
@@ -103,9 +96,7 @@ class RedisLimitBackend:
         self._scale = repr(float(time_scale))
         self._timeout = timeout
         self._retry_after = retry_after
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-        )
+        self._client = connect(url, timeout)
         self._scripts = {name: self._client.register_script(src) for name, src in _SOURCES}
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
             weakref.WeakKeyDictionary()
@@ -158,23 +149,12 @@ class RedisLimitBackend:
         """Whether permits currently come from the in-process fallback."""
         return not self._up()
 
-    def ping(self) -> str | None:
-        """``None`` when Redis answers, else why not (for ``tierwise doctor``)."""
-        try:
-            self._client.ping()
-        except _DOWN as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
-
     def _ascript(self, name: str) -> Any:
         """This loop's asyncio script ``name`` (asyncio connections belong to one loop)."""
         loop = asyncio.get_running_loop()
         scripts = self._aclients.get(loop)
         if scripts is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout, decode_responses=True,
-            )
+            client = aconnect(self.url, self._timeout)
             scripts = {n: client.register_script(src) for n, src in _SOURCES}
             self._aclients[loop] = scripts
         return scripts[name]
@@ -201,7 +181,7 @@ class RedisLimitBackend:
             rkeys, argv = self._acquire_args(keys, tokens)
             try:
                 reply = self._scripts["acquire"](keys=rkeys, args=argv)
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._fail(exc)
             else:
                 self._recovered()
@@ -214,7 +194,7 @@ class RedisLimitBackend:
             rkeys, argv = self._acquire_args(keys, tokens)
             try:
                 reply = await self._ascript("acquire")(keys=rkeys, args=argv)
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._fail(exc)
             else:
                 self._recovered()
@@ -257,7 +237,7 @@ class RedisLimitBackend:
         except RuntimeError:
             try:
                 self._scripts[name](keys=rkeys, args=argv)
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._fail(exc)
             return
         task = asyncio.ensure_future(self._asend(name, rkeys, argv))
@@ -267,7 +247,7 @@ class RedisLimitBackend:
     async def _asend(self, name: str, rkeys: list[str], argv: list[str]) -> None:
         try:
             await self._ascript(name)(keys=rkeys, args=argv)
-        except _DOWN as exc:
+        except DOWN as exc:
             self._fail(exc)
 
     async def drain(self) -> None:
@@ -284,7 +264,7 @@ class RedisLimitBackend:
                     keys=self._keys(key),
                     args=[self._scale, _limit(limits.rpm), _limit(limits.tpm)],
                 )
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._fail(exc)
             else:
                 rpm, tpm = int(float(reply[3])), int(float(reply[4]))

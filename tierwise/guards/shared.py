@@ -136,12 +136,12 @@ def _redis_rows(url: str, *, holds: bool) -> list[StateBackend]:
     kinds = [(kind, meanwhile) for kind, meanwhile in _MEANWHILE
              if holds or kind != "budget holds"]  # fmt: skip
     try:
-        from tierwise.guards.redis_limits import RedisLimitBackend
+        from tierwise.guards.redis_connection import problem as unreachable
     except ImportError:
         return [StateBackend(kind, shown, "redis-py is not installed",
                              f'{meanwhile}; pip install "tierwise[scale]"')
                 for kind, meanwhile in kinds]  # fmt: skip
-    problem = RedisLimitBackend(url).ping()
+    problem = unreachable(url)
     return [StateBackend(kind, shown, problem and redact_url(problem),
                          meanwhile if problem else "")
             for kind, meanwhile in kinds]  # fmt: skip
