@@ -6,6 +6,7 @@ refuses), so it is registered here only when the entry point did not load it.
 """
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,19 @@ def _or_pending(allowed: Any) -> Any:
     return predicate
 
 
-#: The PostgreSQL this machine kind runs (trust auth); tests work in their own schemas.
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+#: The Redis this machine kind runs; tests keep their keys under a prefix of their own.
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 def postgres_unavailable() -> str | None:
     """Why PostgreSQL checkpoint tests cannot run here, or ``None``."""
     try:
         import langgraph.checkpoint.postgres  # noqa: F401
-        import psycopg
     except ImportError as exc:
         return f"{exc.name} is not installed (pip install -e '.[scale]')"
-    try:
-        psycopg.connect(POSTGRES, connect_timeout=2).close()
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {POSTGRES} is not reachable ({str(exc).splitlines()[0]})"
-    return None
+    from tierwise.testing.postgres import unreachable
+
+    return unreachable()
 
 
 @pytest.fixture
@@ -118,5 +116,17 @@ def postgres_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     from tierwise.testing.postgres import scratch_schema
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    with scratch_schema(POSTGRES, "tw") as url:
+    with scratch_schema(prefix="tw") as url:
         yield url
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix (hash tag) of the test's own; its keys are deleted afterwards."""
+    import redis
+
+    name = f"twtest-{uuid.uuid4().hex}"
+    yield name
+    client = redis.Redis.from_url(REDIS)
+    for key in client.scan_iter(match=f"{{{name}}}:*"):
+        client.delete(key)

@@ -461,16 +461,21 @@ def test_message_mapping(message: BaseMessage, expected: dict[str, str]) -> None
 # ----------------------------------------------------------------------------- threads
 
 
-def test_concurrent_invokes_from_threads_all_succeed(model: EmbeddedChatModel) -> None:
-    expected = model.invoke(HELLO).content
-    start = threading.Barrier(4)
+def _at_once(model: EmbeddedChatModel, n: int) -> list[AIMessage]:
+    """``n`` invokes of HELLO from ``n`` threads released together."""
+    start = threading.Barrier(n)
 
     def call(_: int) -> AIMessage:
         start.wait()
         return model.invoke(HELLO)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        replies = list(pool.map(call, range(4)))
+    with ThreadPoolExecutor(max_workers=n) as threads:
+        return list(threads.map(call, range(n)))
+
+
+def test_concurrent_invokes_from_threads_all_succeed(model: EmbeddedChatModel) -> None:
+    expected = model.invoke(HELLO).content
+    replies = _at_once(model, 4)
     assert [r.content for r in replies] == [expected] * 4
     for reply in replies:
         _assert_usage(reply)
@@ -483,14 +488,7 @@ def test_overlapping_calls_run_on_two_workers_with_the_same_answers() -> None:
     expected = model.invoke(HELLO).content
     pool = pool_for(model.load_key())
     assert [w._proc is not None for w in pool.workers] == [True, False]  # one call, one worker
-    start = threading.Barrier(2)
-
-    def call(_: int) -> AIMessage:
-        start.wait()
-        return model.invoke(HELLO)
-
-    with ThreadPoolExecutor(max_workers=2) as threads:
-        replies = list(threads.map(call, range(2)))
+    replies = _at_once(model, 2)
     assert [r.content for r in replies] == [expected] * 2
     pids = {w._proc.pid for w in pool.workers if w._proc is not None}
     assert len(pids) == 2

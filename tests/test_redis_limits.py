@@ -13,9 +13,7 @@ import asyncio
 import socket
 import subprocess
 import time
-import uuid
 import warnings
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,29 +22,19 @@ from tierwise.guards.backend import Denied, Restriction
 from tierwise.guards.limits import RateLimiter
 
 redis = pytest.importorskip("redis", reason="redis-py is the scale extra")
+from tierwise.guards.redis_connection import problem  # noqa: E402
 from tierwise.guards.redis_limits import RedisLimitBackend, RedisUnavailableWarning  # noqa: E402
 
 URL = "redis://127.0.0.1:6379/0"
 
 
 def _reachable(url: str = URL) -> str | None:
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
-        return f"Redis at {url} is not reachable ({exc})"
-    return None
+    """``None`` when Redis at ``url`` answers, else the skip message."""
+    why = problem(url, timeout=0.5)
+    return None if why is None else f"Redis at {url} is not reachable ({why})"
 
 
 pytestmark = pytest.mark.skipif(bool(_reachable()), reason=_reachable() or "")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"twtest-{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(URL)
-    for key in client.scan_iter(match=f"{{{name}}}:*"):
-        client.delete(key)
 
 
 def _pair(prefix: str, scale: float = 1.0) -> tuple[RateLimiter, RateLimiter]:

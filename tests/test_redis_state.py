@@ -17,7 +17,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,15 +37,6 @@ from tierwise.guards.redis_health import RedisHealthShare  # noqa: E402
 from tierwise.guards.redis_limits import RedisUnavailableWarning  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(_reachable()), reason=_reachable() or "")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"twstate-{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(URL)
-    for key in client.scan_iter(match=f"{{{name}}}:*"):
-        client.delete(key)
 
 
 def redis_guard(ledger: Ledger, prefix: str, clock: Clock, **options: float) -> BudgetGuard:

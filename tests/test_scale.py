@@ -19,14 +19,11 @@ redis = pytest.importorskip("redis", reason="redis-py is the scale extra")
 
 from benchmarks.router_overhead import simulator  # noqa: E402
 from benchmarks.scale import FREE, REDIS, Workload, measure, scenario  # noqa: E402
+from tests.test_redis_limits import _reachable  # noqa: E402
 
 
 def _unreachable() -> str | None:
-    try:
-        redis.Redis.from_url(REDIS, socket_connect_timeout=0.5).ping()
-    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
-        return f"Redis at {REDIS} is not reachable ({exc})"
-    return None
+    return _reachable(REDIS)
 
 
 @pytest.mark.skipif(bool(_unreachable()), reason=_unreachable() or "")
