@@ -330,8 +330,6 @@ class BudgetGuard:
         refusal = self._per_call(spec, estimated_cost, policy)
         if refusal is not None or not self._ledger_caps(spec, policy, run_id):
             return refusal
-        if self.ledger is None:
-            return self._uncounted(spec, policy, estimated_cost)
         result = self._transaction(
             spec, policy, run_id, estimated_cost,
             lambda left: (True if estimated_cost <= left + _EPSILON else None, 0.0),
@@ -376,8 +374,6 @@ class BudgetGuard:
             counts = self.ledger is not None and isinstance(self._reservations, SpendCounter)
             return Reservation(self if counts else None, worst, answer, scope=scope)
         floor = min(answer, _MIN_ANSWER_TOKENS)
-        if self.ledger is None:
-            return self._uncounted(spec, policy, price.cost(prompt_tokens, floor))
         per_token = price.cost(0, 1)
         prompt_cost = price.cost(prompt_tokens, 0)
 
@@ -444,23 +440,6 @@ class BudgetGuard:
             or spec.provider in policy.max_cost_per_provider_per_day
         )
 
-    def _uncounted(self, spec: ModelSpec, policy: Policy, estimate: float) -> BudgetExceeded:
-        """The refusal of a paid call under a cap when there is no ledger to count spend in.
-
-        A cap nothing counts cannot hold, so it fails closed: the router falls back to
-        free and local models (say, when the ledger file or database could not be opened).
-        """
-        cap, limit = (
-            ("per_day", policy.max_cost_per_day) if policy.max_cost_per_day is not None
-            else (f"per_provider_day:{spec.provider.value}",
-                  policy.max_cost_per_provider_per_day.get(spec.provider))
-            if spec.provider in policy.max_cost_per_provider_per_day
-            else ("per_run", policy.max_cost_per_run)
-        )
-        assert limit is not None
-        return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate, model=spec.key,
-                              note="no ledger to count spend in, so paid calls are refused")
-
     def _transaction(
         self,
         spec: ModelSpec,
@@ -473,10 +452,10 @@ class BudgetGuard:
 
         ``fit(left)`` gets the smallest amount any cap leaves and returns ``(verdict,
         amount)``; a ``None`` verdict is a refusal, reported for the tightest cap with
-        ``estimate`` as the call's (smallest) cost.
+        ``estimate`` as the call's (smallest) cost. Where spend cannot be counted — no
+        ledger, or holds that cannot be read — the call is refused: budgets fail closed.
         """
         ledger, reservations = self.ledger, self.reservations
-        assert ledger is not None and reservations is not None
         now = self.clock()
         today = day_start(now)
         provider = spec.provider.value
@@ -490,6 +469,14 @@ class BudgetGuard:
         if provider_cap is not None:
             caps.append((f"per_provider_day:{provider}", provider_cap, (today, provider, None),
                          _until_midnight(now)))  # fmt: skip
+
+        def closed(why: str) -> BudgetExceeded:
+            cap, limit = caps[0][0], caps[0][1]
+            return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
+                                  model=spec.key, note=why)  # fmt: skip
+
+        if ledger is None or reservations is None:
+            return closed("no ledger to count spend in, so paid calls are refused")
         refusal: list[BudgetExceeded] = []
 
         def decide(read: Callable[..., Held]) -> tuple[Any, float]:
@@ -513,10 +500,7 @@ class BudgetGuard:
             ledger.flush()  # this process's recorded costs are committed, so they are read
             verdict, hold_id = reservations.hold(decide, provider=provider, run_id=run_id)
         except HoldsUnavailable as exc:
-            # Budgets must trip: a ledger that cannot be read refuses paid calls.
-            cap, limit = caps[0][0], caps[0][1]
-            return BudgetExceeded(cap, limit=limit, spent=limit, estimate=estimate,
-                                  model=spec.key, note=f"budget holds could not be read: {exc}")
+            return closed(f"budget holds could not be read: {exc}")
         if refusal:
             return refusal[0]
         return verdict, hold_id
