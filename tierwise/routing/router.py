@@ -92,7 +92,6 @@ __all__ = ["ModelRouter"]
 logger = logging.getLogger(__name__)
 
 
-#: Failures worth one more try of the last candidate: the next request may well succeed.
 #: Seconds (low, high) the retry waits, at random: concurrent retries do not arrive at once.
 _RETRY_JITTER = (0.05, 0.25)
 
@@ -148,7 +147,8 @@ class ModelRouter:
                 at ``settings.ledger``, else ``$TIERWISE_LEDGER`` or the user data dir (see
                 :func:`~tierwise.ledger.opening.shared_ledger`), or no record with a warning
                 when that file cannot be opened (a read-only home, a corrupt file);
-                ``None``: no record, only per-call caps.
+                ``None``: no record; per-call caps apply, and under a run / day /
+                provider cap paid calls are refused (nothing could count them).
             demotion: with a ledger, how its rolling record of each (operation, model)
                 moves failing or slow models below their same-tier peers (see
                 :class:`~tierwise.routing.demotion.DemotionRule`); ``None``: never.
@@ -319,7 +319,7 @@ class ModelRouter:
             for key in again:
                 forced, retrying = key, True
                 yield self.settings.catalog.spec(key)
-            if not again and not sent:
+            if not sent:  # nothing could be sent, so nothing to retry either
                 spare = self.health.last_resort(cooled or self._cooling(request, policy))
                 if spare is not None:
                     forced = spare
