@@ -1,7 +1,8 @@
 """Routing quality of tierwise's learned router on RouteLLM's GSM8K and MMLU data.
 
 Run: ``python -m benchmarks.routing_quality [--data DIR] [--seed 0] [--features
-semantic|ngram] [--no-splits] [--file CSV_OR_DIR] [--router PATH] [--save PATH]``.
+semantic|ngram] [--no-splits] [--no-references] [--file CSV_OR_DIR] [--router PATH]
+[--save PATH]``.
 
 Data: RouteLLM's ``gsm8k_responses.csv`` and ``mmlu/responses/*.csv`` (Mixtral-8x7B as
 the weak model, GPT-4-1106 as the strong one), from ``--data`` (default: ``TIERWISE_DATA``
@@ -26,6 +27,14 @@ priors' gap by its trust (``LearnedRouter.trust``; at trust 0 it is routed as th
 order, like random routing); ``unguarded`` is its own score on every prompt; ``guarded``
 counts the unfamiliar prompts. ``--features ngram`` trains without the semantic columns.
 
+References (MMLU, not routers a user gets): what the prompt text leaves out. MMLU's
+subject is not in its prompts; ``subject prior`` scores each held-out prompt by the mean
+``strong - weak`` of the training prompts of its subject, knowing nothing else, and
+``router + subject tag`` is the learned router trained and scored with each prompt
+tagged ``__op_<subject>`` the way tierwise tags a prompt with its operation in
+production (``routing.steering.prompt_text``). The gap between them and the router
+shows how much of the reachable APGR comes from knowing the task rather than the prompt.
+
 Also measured: training time, wall and CPU, on the full standard split (features, IDF,
 clusters, calibration fit and final fit) and the median latency of one routing decision,
 ``LearnedRouter.decide(text, 5 candidates, lam=...)`` on held-out prompt texts (features,
@@ -41,6 +50,7 @@ the ``tierwise router score FILE`` command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -48,10 +58,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tierwise.learning.learned_router import LearnedRouter
-from tierwise.learning.routellm import find_data
+from tierwise.learning.metrics import evaluate
+from tierwise.learning.routellm import LabelledSet, find_data
 from tierwise.learning.splits import leave_one_out
-from tierwise.learning.train import SETS, score_file, score_set, train_standard
+from tierwise.learning.train import SETS, Trained, score_file, score_set, train_standard
 
 DECISIONS = 2000
 IN_DOMAIN = 0.70
@@ -122,6 +135,35 @@ def out_of_distribution(data: Path, seed: int, semantic: bool | None) -> bool:
     return all_met
 
 
+def _tagged(labelled: LabelledSet) -> LabelledSet:
+    """The set with each prompt tagged by its source file, as an operation tag is."""
+    pairs = zip(labelled.prompts, labelled.sources, strict=True)
+    prompts = tuple(f"__op_{Path(source).stem}\n{prompt}" for prompt, source in pairs)
+    return dataclasses.replace(labelled, prompts=prompts)
+
+
+def references(trained: Trained, seed: int, semantic: bool | None) -> None:
+    """MMLU's APGR when the subject is known: alone, and as a tag the router reads."""
+    train, test = trained.train["mmlu"], trained.test["mmlu"]
+    weak, strong = test.pair()
+    gaps: dict[str, list[float]] = {}
+    for source, gap in zip(train.sources, train.outcomes[strong] - train.outcomes[weak],
+                           strict=True):  # fmt: skip
+        gaps.setdefault(source, []).append(float(gap))
+    w, s = test.outcomes[weak], test.outcomes[strong]
+    prior = evaluate(np.array([np.mean(gaps[source]) for source in test.sources]), w, s)
+    both = LabelledSet.concat([_tagged(trained.train[name]) for name in SETS])
+    router = LearnedRouter(seed=seed, semantic=semantic).fit(both.prompts, both.outcomes)
+    tagged = score_set(_tagged(test), router)["learned"]
+    print("\n## References: MMLU with its subject known (information the prompts do not hold)")
+    print("| scored by | APGR | CPT(50%) |")
+    print("|---|---|---|")
+    print(f"| subject prior (mean strong - weak of the subject's training prompts) "
+          f"| {prior.apgr:.3f} | {prior.cpt50:.1%} |")  # fmt: skip
+    print(f"| router + subject tag (as an operation tag) | {tagged['apgr']:.3f} "
+          f"| {tagged['cpt50']:.1%} |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.routing_quality", description=__doc__.splitlines()[0]
@@ -135,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="feature set (default: semantic when installed)")
     parser.add_argument("--no-splits", action="store_true",
                         help="skip the out-of-distribution splits")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the MMLU subject-known references")
     args = parser.parse_args(argv)
     data = args.data or find_data()
     semantic = None if args.features is None else args.features == "semantic"
@@ -177,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_set(name.upper(), result, extra)
         apgr = result["learned"]["apgr"]
         print(f"target: APGR >= {IN_DOMAIN} {_met(apgr >= IN_DOMAIN)}")
+    if not args.no_references:
+        references(trained, args.seed, semantic)
     if not args.no_splits:
         out_of_distribution(data, args.seed, semantic)
     return 0

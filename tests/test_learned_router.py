@@ -426,6 +426,30 @@ def test_semantic_router_round_trips_and_learns_incrementally(tmp_path: Path) ->
         "add 3 and 4 apples")["local"]
 
 
+class ParityEmbedder:
+    """A 2-d embedding of what no n-gram sees: whether the text has an even length."""
+
+    dimensions = 2
+
+    def embed(self, text: str) -> np.ndarray:
+        return np.array([1.0, 0.0]) if len(text) % 2 == 0 else np.array([0.0, 1.0])
+
+
+def test_a_router_reads_the_embedder_it_is_given() -> None:
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    prompts = [f"{a} {b}{'!' * k}" for a in words for b in words for k in range(2)]
+    even = [1.0 if len(p) % 2 == 0 else 0.0 for p in prompts]
+    router = LearnedRouter(epochs=80, embedder=ParityEmbedder(), clusters=0)
+    router.fit(prompts, {"small": [1 - e for e in even], "large": even})
+    assert router.dimensions == 2 and router.semantic
+    candidates = [("small", 0.0), ("large", 0.0)]
+    # unseen words: only the embedder's parity tells the models apart
+    assert router.choose("kappa lambda", candidates, lam=0.0) == "large"
+    assert router.choose("kappa lambda!", candidates, lam=0.0) == "small"
+    # semantic=False wins over a given embedder
+    assert LearnedRouter(semantic=False, embedder=ParityEmbedder()).dimensions == 0
+
+
 def test_mmlu_groups() -> None:
     from tierwise.learning.splits import GROUPS, group_of
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tierwise.learning.semantic import StaticEmbedder
+from tierwise.learning.semantic import Embedder, StaticEmbedder
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -145,7 +145,7 @@ def feature_ids(
     *,
     buckets: int = DEFAULT_BUCKETS,
     semantic: bool = True,
-    embedder: StaticEmbedder | None = None,
+    embedder: Embedder | None = None,
 ) -> IntArray:
     """All ids of a prompt: :func:`hashed_ids`, then its semantic ids when available.
 

@@ -29,8 +29,7 @@ router's pick gains over the chain's first candidate is scaled by that trust: un
 ``margin`` is "not confident" and keeps the chain order too.
 
 Why shrink rather than turn them all away: on RouteLLM's leave-one-out splits the heads
-still rank unfamiliar prompts better than random on most splits, and turning them away
-cost up to 0.05 APGR (STEM 0.499 against 0.530 unguarded, random 0.498).
+still rank unfamiliar prompts better than random, and turning them away cost up to 0.05 APGR.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ from tierwise.learning.features import (
     split_ids,
     tfidf,
 )
-from tierwise.learning.semantic import StaticEmbedder
+from tierwise.learning.semantic import Embedder, StaticEmbedder
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -132,6 +131,8 @@ class LearnedRouter:
         semantic_weight: Scale of the semantic vector's columns.
         margin: The least gain in ``p(good) - lam * cost`` for which :meth:`decide` moves
             another candidate before the chain's first (when ``lam > 0``).
+        embedder: The sentence embedding (default: the shipped table); not saved by
+            :meth:`save`, so a router loaded from a file reads the shipped table.
 
     Example:
         >>> texts = ["add two numbers", "prove the theorem"] * 20
@@ -156,6 +157,7 @@ class LearnedRouter:
         clusters: int = 32,
         semantic_weight: float = 1.0,
         margin: float = 0.02,
+        embedder: Embedder | None = None,
     ) -> None:
         """Create an untrained router (see the class docstring for the arguments)."""
         if buckets < 2:
@@ -168,11 +170,13 @@ class LearnedRouter:
         self.clusters = clusters
         self.semantic_weight = semantic_weight
         self.margin = margin
-        embedder = StaticEmbedder.default() if semantic is not False else None
+        if embedder is None and semantic is not False:
+            embedder = StaticEmbedder.default()
         if semantic and embedder is None:
             raise ValueError("semantic features need the `tokenizers` package "
                              "(pip install 'tierwise[semantic]')")  # fmt: skip
-        self.dimensions = embedder.dimensions if embedder is not None else 0
+        self.embedder = embedder if semantic is not False else None
+        self.dimensions = self.embedder.dimensions if self.embedder is not None else 0
         self.keys: tuple[str, ...] = ()
         self.priors: dict[str, float] = {}
         self.idf: FloatArray = np.ones(buckets)
@@ -199,7 +203,9 @@ class LearnedRouter:
     def ids(self, prompt: Prompt) -> IntArray:
         """The feature ids of a prompt (text is featurised; an id array is checked and kept)."""
         if isinstance(prompt, str):
-            return feature_ids(prompt, buckets=self.buckets, semantic=self.semantic)
+            return feature_ids(
+                prompt, buckets=self.buckets, semantic=self.semantic, embedder=self.embedder
+            )
         ids = np.asarray(prompt, dtype=np.int64)
         if ids.ndim != 1:
             raise ValueError("a prompt's feature ids must be a 1-d array")
@@ -528,14 +534,8 @@ class LearnedRouter:
         """The candidate with the highest ``p(good) - lam * cost`` (first one on a tie).
 
         No guard: :meth:`decide` is the guarded decision the router's steering makes.
-
-        Args:
-            prompt: Text or feature ids.
-            candidates: ``(model key, expected USD per call)`` pairs.
-            lam: Price of one USD in probability of a good answer (0: best model).
-
-        Returns:
-            The chosen model key.
+        ``candidates`` are ``(model key, expected USD per call)`` pairs; ``lam`` is the
+        price of one USD in probability of a good answer (0: the best model).
         """
         values = self._values(self.ids(prompt), candidates, lam)
         return candidates[int(np.argmax(values))][0]
@@ -597,4 +597,3 @@ class LearnedRouter:
     def _require_trained(self) -> None:
         if not self.keys:
             raise ValueError("the router is not trained: call fit() or LearnedRouter.load()")
-

@@ -26,12 +26,12 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["TABLE", "StaticEmbedder", "unavailable_reason"]
+__all__ = ["TABLE", "Embedder", "StaticEmbedder", "unavailable_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,23 @@ _MAX_PIECES = 512
 _lock = threading.Lock()
 _default: list[StaticEmbedder | None] = []
 _reason: list[str] = []
+
+
+class Embedder(Protocol):
+    """What the router needs of a sentence embedding: its size and a text's unit vector.
+
+    :class:`StaticEmbedder` is the shipped one; ``benchmarks/semantic_features.py`` plugs
+    the full transformer in through this protocol to measure what it would add.
+    """
+
+    @property
+    def dimensions(self) -> int:
+        """Length of the vectors :meth:`embed` returns."""
+        ...
+
+    def embed(self, text: str) -> npt.NDArray[np.float64]:
+        """The text's unit vector (all zeros for a text with nothing to embed)."""
+        ...
 
 
 class StaticEmbedder:

@@ -32,6 +32,7 @@ from tierwise.learning.frontier import Frontier, score_models
 from tierwise.learning.learned_router import LearnedRouter
 from tierwise.learning.metrics import RoutingQuality, evaluate, oracle_scores, random_quality
 from tierwise.learning.routellm import LabelledSet, find_data, load_benchmark, load_labelled, split
+from tierwise.learning.semantic import Embedder
 from tierwise.ledger.evidence import EvidenceStore
 
 __all__ = [
@@ -64,14 +65,20 @@ class Trained:
 
 
 def train_standard(
-    data: Path, *, seed: int = 0, test_share: float = 0.3, semantic: bool | None = None
+    data: Path,
+    *,
+    seed: int = 0,
+    test_share: float = 0.3,
+    semantic: bool | None = None,
+    embedder: Embedder | None = None,
 ) -> Trained:
     """The combined router on the GSM8K + MMLU training parts of the standard split.
 
     Timed in wall seconds and in this process's CPU seconds (on a shared machine the wall
     time measures the other load as much as the training).
 
-    ``semantic``: as :class:`LearnedRouter` (None: when the ``semantic`` extra is installed).
+    ``semantic``, ``embedder``: as :class:`LearnedRouter` (default: the shipped table when
+    the ``semantic`` extra is installed).
     """
     full = {name: load_benchmark(name, data) for name in SETS}
     parts = {name: split(full[name], test_share=test_share, seed=seed) for name in SETS}
@@ -79,7 +86,8 @@ def train_standard(
     test = {name: parts[name][1] for name in SETS}
     both = LabelledSet.concat([train[name] for name in SETS])
     start, cpu = time.perf_counter(), time.process_time()
-    router = LearnedRouter(seed=seed, semantic=semantic).fit(both.prompts, both.outcomes)
+    router = LearnedRouter(seed=seed, semantic=semantic, embedder=embedder)
+    router.fit(both.prompts, both.outcomes)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return Trained(router, seconds, cpu_seconds, train, test, full)
 
