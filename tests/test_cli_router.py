@@ -65,6 +65,33 @@ def test_train_from_a_file_with_aliases_then_score_it(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "APGR" in table.output and "oracle" in table.output
 
 
+def test_score_with_holdout_trains_on_the_file_and_scores_the_rest(tmp_path: Path) -> None:
+    data = labelled_file(tmp_path / "set.csv")
+    result = runner.invoke(app, ["router", "score", str(data), "--holdout", "0.3", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["trained_on"] == 84 and payload["pair"]["rows"] == 36
+    assert payload["seen_in_training"] == 0 and payload["without_head"] == []
+    assert payload["pair"]["learned"]["apgr"] > payload["pair"]["random"]["apgr"] + 0.1
+    table = runner.invoke(app, ["router", "score", str(data), "--holdout", "0.3"])
+    assert table.exit_code == 0 and "trained on 84 prompts" in table.output
+    both = runner.invoke(app, ["router", "score", str(data), "--holdout", "0.3",
+                               "--router", str(tmp_path / "r.npz")])  # fmt: skip
+    assert both.exit_code == 2 and "leave out --router" in both.output
+
+
+def test_score_says_when_the_router_has_no_head_for_the_models(tmp_path: Path) -> None:
+    data = labelled_file(tmp_path / "set.csv")
+    other = LearnedRouter(semantic=False).fit(["a b", "c d"] * 10, {"x": [1.0, 0.0] * 10})
+    model = other.save(tmp_path / "other.npz")
+    result = runner.invoke(app, ["router", "score", str(data), "--router", str(model), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["without_head"] == [WEAK, STRONG]
+    table = runner.invoke(app, ["router", "score", str(data), "--router", str(model)])
+    assert table.exit_code == 0 and "no head for" in table.output
+    assert "--holdout" in table.output
+
+
 def test_train_from_the_ledger_and_continue_incrementally(tmp_path: Path) -> None:
     ledger_file, model = tmp_path / "ledger.sqlite3", tmp_path / "router.npz"
     with Ledger(ledger_file) as ledger:

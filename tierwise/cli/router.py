@@ -133,6 +133,12 @@ def score(
                      "(else its <model>_cost column); repeatable. Models with a cost are "
                      "scored together: frontier and AIQ."),
     ] = None,  # fmt: skip
+    holdout: Annotated[
+        float | None,
+        typer.Option("--holdout", min=0.0, max=1.0,
+                     help="Train a router on the file itself and score it on this share of "
+                     "its prompts, held out (e.g. 0.3); instead of --router."),
+    ] = None,  # fmt: skip
     as_json: JsonOption = False,
 ) -> None:
     """RouteLLM's APGR/CPT for two models; the cost-quality frontier and AIQ for N with costs."""
@@ -142,13 +148,19 @@ def score(
     costs = dict(_cost(c) for c in cost or [])
     try:
         result = score_file(file, router_path, strong=strong, weak=weak, aliases=aliases,
-                            costs=costs)  # fmt: skip
+                            costs=costs, holdout=holdout)  # fmt: skip
     except (OSError, ValueError) as exc:
+        if "--holdout" in str(exc):
+            out.fail(str(exc), "hold out a share that leaves prompts on both sides, e.g. "
+                     "--holdout 0.3, and no --router")  # fmt: skip
         out.fail(str(exc), "name --strong and --weak for two models, or give each model a "
                  "cost (--cost MODEL=USD or <model>_cost columns)")  # fmt: skip
     if as_json:
         out.json(result)
         return
+    if result["trained_on"]:
+        out.line(f"trained on {result['trained_on']} prompts of {file}, scored on the "
+                 f"{holdout:.0%} held out")  # fmt: skip
     if result["pair"] is not None:
         _print_pair(file, result["pair"])
     if result["multi"] is not None:
@@ -156,6 +168,10 @@ def score(
     seen = result.get("seen_in_training")
     if seen:
         out.line(f"note: {seen} of these prompts were in the router's training split")
+    if result["without_head"]:
+        out.line(f"note: the router has no head for {', '.join(result['without_head'])}: "
+                 "its 'learned' figures route them on a prior alone; --holdout 0.3 trains "
+                 "one on this file, or pass --router with one trained for these models")
 
 
 def _print_pair(file: Path, pair: dict[str, Any]) -> None:

@@ -216,6 +216,7 @@ def score_file(
     weak: str | None = None,
     aliases: Mapping[str, str] | None = None,
     costs: Mapping[str, float] | None = None,
+    holdout: float | None = None,
 ) -> dict[str, Any]:
     """Score a RouteLLM-format CSV (or folder of CSVs) with a learned router.
 
@@ -225,14 +226,18 @@ def score_file(
 
     Args:
         path: The file or folder (``tierwise.learning.routellm.load_labelled``).
-        router: A trained router, the path of a saved one, or None to train one on the
-            standard GSM8K + MMLU training split (needs the shared data).
+        router: A trained router, the path of a saved one, or None to train one: on
+            ``holdout``'s training part of the file itself, else on the standard GSM8K +
+            MMLU training split (needs the shared data; it has heads for RouteLLM's two
+            models only).
         data: The shared data folder when training (default: ``find_data()``).
         seed: Split seed when training.
         strong: The strong model column (default: the higher mean of two columns).
         weak: The weak model column.
         aliases: Column name -> the router's model key (as given to training).
         costs: Model column (before aliases) -> USD per call.
+        holdout: Share of the file's distinct prompts held out (:func:`split` with
+            ``seed``): a router is trained on the rest of the file and scored on them.
 
     Returns:
         ``file``; ``pair``: None, or ``rows``, ``weak``, ``strong``, ``weak_quality``,
@@ -240,8 +245,10 @@ def score_file(
         ``learned``/``unguarded``/``random``/``oracle`` (each ``{"apgr", "cpt50",
         "cpt80"}``); ``multi``: None or :func:`score_models_of`'s figures;
         ``seen_in_training`` (prompts of the file the router was trained on when it was
-        trained here; None for a given router, whose training prompts are unknown) and
-        ``train_seconds`` (0.0 for a given router).
+        trained here; None for a given router, whose training prompts are unknown),
+        ``train_seconds`` (0.0 for a given router), ``trained_on`` (prompts of the file
+        trained on, with ``holdout``) and ``without_head`` (scored models the router has
+        no head for: it routes them on a prior alone).
 
     Raises:
         ValueError: An unreadable file or router, or no data to train on.
@@ -262,8 +269,18 @@ def score_file(
     if not two and not costs and not labelled.costs:
         labelled.pair(strong=strong, weak=weak)  # raises: which models to compare
     seen: int | None = None
-    seconds = 0.0
-    if router is None:
+    seconds, trained_on = 0.0, 0
+    if holdout is not None:
+        if router is not None:
+            raise ValueError("--holdout trains its own router: leave out --router")
+        own, labelled = split(labelled, test_share=holdout, seed=seed)
+        if not len(own) or not len(labelled):
+            raise ValueError(f"--holdout {holdout} leaves no prompts on one side "
+                             f"of {len(own) + len(labelled)}")  # fmt: skip
+        started = time.perf_counter()
+        model = LearnedRouter(seed=seed).fit(own.prompts, own.outcomes)
+        seconds, trained_on, seen = time.perf_counter() - started, len(own), 0
+    elif router is None:
         root = Path(data) if data is not None else find_data()
         if root is None:
             raise ValueError("no router given and no shared data to train one (TIERWISE_DATA)")
@@ -277,8 +294,11 @@ def score_file(
         model = LearnedRouter.load(router)
     pair = score_set(labelled, model, strong=strong, weak=weak) if two else None
     multi = score_models_of(labelled, model, costs) if costs or labelled.costs else None
+    pairs = [pair["weak"], pair["strong"]] if pair else []
+    scored = dict.fromkeys([*pairs, *(multi["models"] if multi else [])])
     return {"file": str(path), "pair": pair, "multi": multi, "seen_in_training": seen,
-            "train_seconds": seconds}  # fmt: skip
+            "train_seconds": seconds, "trained_on": trained_on,
+            "without_head": [m for m in scored if m not in model.keys]}  # fmt: skip
 
 
 def train_from_sources(
