@@ -46,7 +46,7 @@ from typing import Final, TypeAlias, TypeVar
 from tierwise.catalog.state import redact_url
 from tierwise.guards.redis_connection import DOWN, connect
 from tierwise.ledger import DAY, day_start
-from tierwise.ledger.reservations import DEFAULT_TTL, Held, HoldId, HoldsUnavailable
+from tierwise.ledger.reservations import DEFAULT_TTL, Decide, Held, HoldId, HoldsUnavailable
 
 __all__ = ["RedisReservations"]
 
@@ -230,7 +230,7 @@ class RedisReservations:
     # ---------------------------------------------------------------- holds
     def hold(
         self,
-        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        decide: Decide[_T],
         *,
         provider: str,
         run_id: str | None,
@@ -250,7 +250,7 @@ class RedisReservations:
 
     def _hold(
         self,
-        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        decide: Decide[_T],
         provider: str,
         run_id: str | None,
     ) -> tuple[_T, HoldId | None]:

@@ -31,13 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final, Protocol, TypeVar, runtime_checkable
+from typing import Final, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from tierwise.ledger.queries import WriteConnection
 from tierwise.ledger.schema import LedgerUnavailable, connect, retry_busy
 
 __all__ = [
     "DEFAULT_TTL",
+    "Decide",
     "INSERT_HOLD",
     "Held",
     "HoldId",
@@ -89,12 +90,16 @@ class Held:
         return self.spent + self.held
 
 
+Decide: TypeAlias = Callable[[Callable[..., Held]], tuple[_T, float]]
+"""What :meth:`HoldStore.hold` runs atomically: given ``read``, a verdict and the amount to hold."""
+
+
 class HoldStore(Protocol):
     """Holds of calls in flight, shared by every process routing on the same money."""
 
     def hold(
         self,
-        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        decide: Decide[_T],
         *,
         provider: str,
         run_id: str | None,
@@ -184,7 +189,7 @@ class Reservations:
 
     def hold(
         self,
-        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        decide: Decide[_T],
         *,
         provider: str,
         run_id: str | None,
@@ -201,7 +206,7 @@ class Reservations:
 
     def _hold(
         self,
-        decide: Callable[[Callable[..., Held]], tuple[_T, float]],
+        decide: Decide[_T],
         provider: str,
         run_id: str | None,
     ) -> tuple[_T, HoldId | None]:
