@@ -142,17 +142,17 @@ def score(
     as_json: JsonOption = False,
 ) -> None:
     """RouteLLM's APGR/CPT for two models; the cost-quality frontier and AIQ for N with costs."""
-    from tierwise.learning.train import score_file
+    from tierwise.learning.train import HoldoutError, score_file
 
     aliases = dict(_alias(a) for a in alias or [])
     costs = dict(_cost(c) for c in cost or [])
     try:
         result = score_file(file, router_path, strong=strong, weak=weak, aliases=aliases,
                             costs=costs, holdout=holdout)  # fmt: skip
+    except HoldoutError as exc:
+        out.fail(str(exc), "hold out a share that leaves prompts on both sides, e.g. "
+                 "--holdout 0.3, and no --router")  # fmt: skip
     except (OSError, ValueError) as exc:
-        if "--holdout" in str(exc):
-            out.fail(str(exc), "hold out a share that leaves prompts on both sides, e.g. "
-                     "--holdout 0.3, and no --router")  # fmt: skip
         out.fail(str(exc), "name --strong and --weak for two models, or give each model a "
                  "cost (--cost MODEL=USD or <model>_cost columns)")  # fmt: skip
     if as_json:

@@ -37,6 +37,7 @@ from tierwise.ledger.evidence import EvidenceStore
 
 __all__ = [
     "SETS",
+    "HoldoutError",
     "Trained",
     "router_scores",
     "score_file",
@@ -49,6 +50,11 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 SETS = ("gsm8k", "mmlu")
+
+
+class HoldoutError(ValueError):
+    """``score_file``'s ``holdout`` cannot be used: given with a router, or one side empty."""
+
 RANDOM_SEEDS = 20
 
 
@@ -251,6 +257,7 @@ def score_file(
         no head for: it routes them on a prior alone).
 
     Raises:
+        HoldoutError: ``holdout`` with a router, or a share leaving one side empty.
         ValueError: An unreadable file or router, or no data to train on.
     """
     labelled = load_labelled(path)
@@ -272,10 +279,10 @@ def score_file(
     seconds, trained_on = 0.0, 0
     if holdout is not None:
         if router is not None:
-            raise ValueError("--holdout trains its own router: leave out --router")
+            raise HoldoutError("--holdout trains its own router: leave out --router")
         own, labelled = split(labelled, test_share=holdout, seed=seed)
         if not len(own) or not len(labelled):
-            raise ValueError(f"--holdout {holdout} leaves no prompts on one side "
+            raise HoldoutError(f"--holdout {holdout} leaves no prompts on one side "
                              f"of {len(own) + len(labelled)}")  # fmt: skip
         started = time.perf_counter()
         model = LearnedRouter(seed=seed).fit(own.prompts, own.outcomes)
