@@ -197,12 +197,12 @@ class CachedMiniLM:
 
 def quality(data: Path, cache: Path) -> None:
     """In-domain APGR of the router with each feature set (standard split, seed 0)."""
+    from tierwise.learning.routellm import load_benchmark
     from tierwise.learning.train import SETS, score_set, train_standard
 
     transformer = CachedMiniLM(MiniLM(model_dir()), cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    trained = train_standard(data, semantic=False)
-    transformer.prepare([p for part in trained.full.values() for p in part.prompts])
+    transformer.prepare([p for name in SETS for p in load_benchmark(name, data).prompts])
     print("\n| features | GSM8K APGR | MMLU APGR | training CPU |")
     print("|---|---|---|---|")
     for name, semantic, embedder in (
